@@ -1,0 +1,78 @@
+import { randomBytes } from 'node:crypto';
+import type { HubRight, SharedAccessPolicy } from '../core/policies.ts';
+import type { StoreConfig } from '../store/ports.ts';
+
+/** One hub role. `hostName` is the hub's id: devices get it as assignedHub and sign tokens for it. */
+export interface HubConfig {
+  hostName: string;
+  /** Address the hub's listeners bind (default: the host name when it is an IP literal, else 127.0.0.1). */
+  bindAddress: string;
+  mqttPort: number;
+  httpsPort: number;
+  policies: SharedAccessPolicy<HubRight>[];
+}
+
+export interface HomingConfig {
+  dataDir: string;
+  store: StoreConfig;
+  hubs: HubConfig[];
+  /** Extra host names and addresses for the dev server certificate. */
+  extraSans: string[];
+  logLevel: string;
+  /** When binding 443/8883 is refused (not root), fall back to these ports plus an offset per role. */
+  fallbackHttpsPort: number;
+  fallbackMqttPort: number;
+}
+
+export const HUB_RIGHTS: readonly HubRight[] = ['RegistryRead', 'RegistryWrite', 'ServiceConnect', 'DeviceConnect'];
+
+export function newKey(): string {
+  return randomBytes(32).toString('base64');
+}
+
+/** The shared access policies an IoT hub has by default. */
+export function defaultHubPolicies(): SharedAccessPolicy<HubRight>[] {
+  const p = (keyName: string, rights: HubRight[]): SharedAccessPolicy<HubRight> => ({ keyName, primaryKey: newKey(), secondaryKey: newKey(), rights });
+  return [
+    p('iothubowner', [...HUB_RIGHTS]),
+    p('service', ['ServiceConnect']),
+    p('device', ['DeviceConnect']),
+    p('registryRead', ['RegistryRead']),
+    p('registryReadWrite', ['RegistryRead', 'RegistryWrite']),
+  ];
+}
+
+/** Environment variables Homing reads. Nothing outside config/ reads process.env. */
+export interface HomingEnv {
+  databaseUrl: string | undefined;
+  logLevel: string | undefined;
+}
+
+export function readEnv(env: NodeJS.ProcessEnv = process.env): HomingEnv {
+  return {
+    databaseUrl: env.HOMING_DATABASE_URL || env.DATABASE_URL || undefined,
+    logLevel: env.HOMING_LOG_LEVEL || undefined,
+  };
+}
+
+const HOST_RE = /^[A-Za-z0-9.-]{1,253}$/;
+
+/** Validates a config once and freezes it. Throws an Error naming the first bad field. */
+export function validateConfig(c: HomingConfig): Readonly<HomingConfig> {
+  const names = new Set<string>();
+  if (!c.dataDir) throw new Error('config: dataDir is required');
+  if (c.store.dialect === 'postgres' && !c.store.postgresUrl) throw new Error('config: store.postgresUrl is required for postgres');
+  for (const [i, h] of c.hubs.entries()) {
+    if (!HOST_RE.test(h.hostName)) throw new Error(`config: hubs[${i}].hostName is not a host name`);
+    const key = h.hostName.toLowerCase();
+    if (names.has(key)) throw new Error(`config: hub ${h.hostName} is listed twice`);
+    names.add(key);
+    for (const port of [h.mqttPort, h.httpsPort]) {
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`config: hubs[${i}] has an invalid port ${port}`);
+    }
+    if (!h.policies.some((p) => p.rights.includes('RegistryWrite') && p.rights.includes('ServiceConnect'))) {
+      throw new Error(`config: hub ${h.hostName} needs a policy with RegistryWrite and ServiceConnect`);
+    }
+  }
+  return Object.freeze(structuredClone(c));
+}
