@@ -1,0 +1,82 @@
+import { Command, Option } from 'commander';
+import { createLogger, loadStartConfig, startHoming, type RunningHoming } from '@homing/server';
+import { parsePort } from '../main.ts';
+
+interface StartFlags {
+  dataDir?: string;
+  hubHosts?: string;
+  mqttPort?: number;
+  httpsPort?: number;
+  databaseUrl?: string;
+  logLevel?: string;
+}
+
+/** Human-readable "how to connect" text. */
+export function describe(run: RunningHoming): string {
+  const lines: string[] = [];
+  lines.push('Homing is running.');
+  lines.push(`  data directory : ${run.config.dataDir}`);
+  lines.push(`  store          : ${run.config.store.dialect === 'sqlite' ? `embedded SQLite (${run.config.store.sqlitePath})` : 'PostgreSQL'}`);
+  lines.push(`  dev CA         : ${run.connectionInfo.caCertPath}`);
+  lines.push(`                   trust it with NODE_EXTRA_CA_CERTS=${run.connectionInfo.caCertPath}`);
+  for (const h of run.connectionInfo.hubs) {
+    lines.push(`  hub ${h.hostName}`);
+    lines.push(`    MQTT (devices)      : mqtts://${h.hostName}:${h.mqttPort}`);
+    lines.push(`    HTTPS (service API) : https://${h.hostName}:${h.httpsPort}`);
+    lines.push('    service connection string: see connection.json (it holds the iothubowner key)');
+  }
+  for (const f of run.fallbacks) {
+    lines.push(`  warning: ${f}`);
+    lines.push('    The official Azure service SDKs and the DPS HTTP device SDK dial port 443 only, so they cannot reach');
+    lines.push('    a listener on another port without code changes. Run as root (or grant CAP_NET_BIND_SERVICE) to bind 443.');
+  }
+  lines.push(`  connection info: ${run.config.dataDir}/connection.json`);
+  lines.push('Stop with Ctrl-C (SIGINT) or SIGTERM.');
+  return lines.join('\n');
+}
+
+export function startCommand(): Command {
+  return new Command('start')
+    .description('run Homing: every role in one process, on the embedded store unless a database URL is given')
+    .option('--data-dir <dir>', 'data directory (store, dev TLS, connection.json)', '.homing')
+    .option('--hub-hosts <list>', 'comma-separated hub host names or loopback addresses', '127.0.0.2,127.0.0.3')
+    .addOption(new Option('--mqtt-port <port>', 'MQTT/TLS port of every hub').argParser(parsePort).default(8883))
+    .addOption(new Option('--https-port <port>', 'HTTPS port of every hub (the official service SDKs dial 443 only)').argParser(parsePort).default(443))
+    .option('--database-url <url>', 'PostgreSQL URL (default: embedded SQLite; env HOMING_DATABASE_URL)')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .action(async (flags: StartFlags) => {
+      const config = await loadStartConfig({
+        ...(flags.dataDir ? { dataDir: flags.dataDir } : {}),
+        ...(flags.hubHosts ? { hubHosts: flags.hubHosts.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
+        ...(flags.mqttPort !== undefined ? { mqttPort: flags.mqttPort } : {}),
+        ...(flags.httpsPort !== undefined ? { httpsPort: flags.httpsPort } : {}),
+        ...(flags.databaseUrl ? { databaseUrl: flags.databaseUrl } : {}),
+        ...(flags.logLevel ? { logLevel: flags.logLevel } : {}),
+      });
+      // Logs are JSON lines on stderr; stdout carries the human-readable connection summary.
+      const logger = createLogger({ level: config.logLevel, destination: process.stderr });
+      const run = await startHoming(config, { logger });
+      process.stdout.write(`${describe(run)}\n`);
+      await new Promise<void>((resolve) => {
+        let stopping = false;
+        const onSignal = (sig: NodeJS.Signals) => {
+          if (stopping) return;
+          stopping = true;
+          logger.info({ signal: sig }, 'stopping');
+          run
+            .stop()
+            .then(() => {
+              process.stdout.write('Homing stopped.\n');
+              resolve();
+            })
+            .catch((err: unknown) => {
+              logger.error({ err }, 'error while stopping');
+              process.exitCode = 1;
+              resolve();
+            });
+        };
+        process.once('SIGINT', onSignal);
+        process.once('SIGTERM', onSignal);
+      });
+    });
+}

@@ -1,0 +1,42 @@
+import { isIP } from 'node:net';
+import { resolve, join } from 'node:path';
+import { readEnv, validateConfig, type HomingConfig, type HomingEnv } from './config.ts';
+import { loadOrCreateState } from './state.ts';
+
+/** Options of `homing start`, already parsed by the CLI. */
+export interface StartOptions {
+  dataDir?: string;
+  /** Hub host names (IP literals bind that address; names bind 127.0.0.1). Default: 127.0.0.2 and 127.0.0.3. */
+  hubHosts?: string[];
+  mqttPort?: number;
+  httpsPort?: number;
+  /** PostgreSQL URL; when absent the embedded SQLite store in the data directory is used. */
+  databaseUrl?: string;
+  logLevel?: string;
+}
+
+export const DEFAULT_HUB_HOSTS = ['127.0.0.2', '127.0.0.3'];
+
+/** Builds and validates the configuration of `homing start` from options, the environment and DIR/state.json. */
+export async function loadStartConfig(opts: StartOptions, env: HomingEnv = readEnv()): Promise<Readonly<HomingConfig>> {
+  const dataDir = resolve(opts.dataDir ?? '.homing');
+  const hubHosts = opts.hubHosts && opts.hubHosts.length > 0 ? opts.hubHosts : DEFAULT_HUB_HOSTS;
+  const state = await loadOrCreateState(dataDir, hubHosts);
+  const databaseUrl = opts.databaseUrl ?? env.databaseUrl;
+  const config: HomingConfig = {
+    dataDir,
+    store: databaseUrl ? { dialect: 'postgres', postgresUrl: databaseUrl } : { dialect: 'sqlite', sqlitePath: join(dataDir, 'homing.db') },
+    hubs: hubHosts.map((hostName) => ({
+      hostName,
+      bindAddress: isIP(hostName) ? hostName : '127.0.0.1',
+      mqttPort: opts.mqttPort ?? 8883,
+      httpsPort: opts.httpsPort ?? 443,
+      policies: state.hubs[hostName.toLowerCase()]?.policies ?? [],
+    })),
+    extraSans: [],
+    logLevel: opts.logLevel ?? env.logLevel ?? 'info',
+    fallbackHttpsPort: 8443,
+    fallbackMqttPort: 8883,
+  };
+  return validateConfig(config);
+}

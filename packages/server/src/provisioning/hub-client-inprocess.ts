@@ -1,0 +1,243 @@
+import { isHomingError, type ErrorName } from '../core/errors.ts';
+import type { Clock } from '../core/clock.ts';
+import type { JsonObject } from '../core/json.ts';
+import { buildSas, parseConnectionString } from '../core/sas.ts';
+import type { HubService } from '../hub/hub-service.ts';
+import type { DeviceIdentity, TwinState } from '../hub/model.ts';
+import type { LinkedHub } from './model.ts';
+import {
+  hubFail,
+  hubOk,
+  type HubClient,
+  type HubClientFactory,
+  type HubDevice,
+  type HubDeviceState,
+  type HubFailure,
+  type HubResult,
+  type HubTwinState,
+  type InitialTwinContent,
+  type ProvisionDeviceRequest,
+  type ProvisionDeviceResult,
+} from './hub-client.ts';
+
+/**
+ * HubClient on a HubService in this process. It still authenticates with the linked hub's connection string (a SAS
+ * checked by the hub, RegistryWrite for writes, RegistryRead for reads), so a stale linked-hub key fails the same way
+ * it does over REST.
+ */
+export class InProcessHubClient implements HubClient {
+  readonly hubName: string;
+  private readonly hub: HubService;
+  private readonly connectionString: string;
+  private readonly clock: Clock;
+
+  constructor(hub: HubService, linked: LinkedHub, clock: Clock) {
+    this.hub = hub;
+    this.hubName = linked.name;
+    this.connectionString = linked.connectionString;
+    this.clock = clock;
+  }
+
+  private authorize(right: 'RegistryRead' | 'RegistryWrite'): HubFailure | undefined {
+    const cs = parseConnectionString(this.connectionString);
+    const key = cs.SharedAccessKey;
+    const host = cs.HostName ?? this.hubName;
+    if (!key || !cs.SharedAccessKeyName) return unauthorized(this.hubName, 'the linked hub connection string has no shared access key');
+    try {
+      const sas = buildSas({ sr: host, keyBase64: key, keyName: cs.SharedAccessKeyName, expirySeconds: Math.floor(this.clock.now() / 1000) + 300 });
+      this.hub.authorizeService(sas, right);
+      return undefined;
+    } catch {
+      return unauthorized(this.hubName, 'ErrorCode:IotHubUnauthorizedAccess');
+    }
+  }
+
+  async getDevice(deviceId: string): Promise<HubResult<HubDevice | undefined>> {
+    const denied = this.authorize('RegistryRead');
+    if (denied) return hubFail(denied);
+    try {
+      const d = await this.hub.findDevice(deviceId);
+      return hubOk(d === undefined ? undefined : toHubDevice(d));
+    } catch (e) {
+      return hubFail(this.failure(e));
+    }
+  }
+
+  async provisionDevice(req: ProvisionDeviceRequest): Promise<HubResult<ProvisionDeviceResult>> {
+    const denied = this.authorize('RegistryWrite');
+    if (denied) return hubFail(denied);
+    try {
+      for (let attempt = 0; attempt < 4; attempt++) {
+        const existing = await this.hub.findDevice(req.deviceId);
+        if (existing === undefined) {
+          try {
+            const twin = req.initialTwin === undefined ? undefined : twinInit(req.initialTwin);
+            const created = await this.hub.createDevice(deviceBody(req, 'enabled', null), req.deviceId, twin);
+            return hubOk({ created: true, device: toHubDevice(created) });
+          } catch (e) {
+            if (isHomingError(e) && e.errorName === 'DeviceAlreadyExists') continue; // created concurrently: update it
+            throw e;
+          }
+        }
+        if (sameIdentity(existing, req)) return hubOk({ created: false, device: toHubDevice(existing) });
+        try {
+          const updated = await this.hub.updateDevice(deviceBody(req, existing.status, existing.statusReason), req.deviceId, existing.etag);
+          return hubOk({ created: false, device: toHubDevice(updated) });
+        } catch (e) {
+          if (isHomingError(e) && (e.errorName === 'PreconditionFailed' || e.errorName === 'DeviceNotFound')) continue; // changed concurrently
+          throw e;
+        }
+      }
+      return hubFail({ kind: 'conflict', message: `IoT hub ${this.hubName}: device ${req.deviceId} kept changing concurrently.` });
+    } catch (e) {
+      return hubFail(this.failure(e));
+    }
+  }
+
+  async patchTwin(deviceId: string, twin: InitialTwinContent, etag?: string): Promise<HubResult<HubTwinState>> {
+    const denied = this.authorize('RegistryWrite');
+    if (denied) return hubFail(denied);
+    try {
+      const body: JsonObject = {};
+      if (twin.tags !== undefined) body.tags = twin.tags;
+      if (twin.desired !== undefined) body.properties = { desired: twin.desired };
+      const r = await this.hub.updateTwin(deviceId, body, etag ?? '*');
+      return hubOk(toHubTwin(r.twin));
+    } catch (e) {
+      return hubFail(this.failure(e));
+    }
+  }
+
+  async getDeviceState(deviceId: string): Promise<HubResult<HubDeviceState | undefined>> {
+    const denied = this.authorize('RegistryRead');
+    if (denied) return hubFail(denied);
+    try {
+      const r = await this.hub.getTwinState(deviceId);
+      return hubOk({ device: toHubDevice(r.device), twin: toHubTwin(r.twin) });
+    } catch (e) {
+      if (isHomingError(e) && e.errorName === 'DeviceNotFound') return hubOk(undefined);
+      return hubFail(this.failure(e));
+    }
+  }
+
+  async deleteDevice(deviceId: string, etag?: string): Promise<HubResult<boolean>> {
+    const denied = this.authorize('RegistryWrite');
+    if (denied) return hubFail(denied);
+    try {
+      await this.hub.deleteDevice(deviceId, etag);
+      return hubOk(true);
+    } catch (e) {
+      if (isHomingError(e) && e.errorName === 'DeviceNotFound') return hubOk(false);
+      return hubFail(this.failure(e));
+    }
+  }
+
+  close(): void {
+    // Nothing to release.
+  }
+
+  private failure(e: unknown): HubFailure {
+    if (isHomingError(e)) {
+      return { kind: kindOf(e.errorName), status: e.status, hubErrorCode: e.errorName, message: `IoT hub ${this.hubName}: ErrorCode:${e.errorName};${e.message}` };
+    }
+    return { kind: 'unavailable', message: `IoT hub ${this.hubName} failed: ${e instanceof Error ? e.message : String(e)}` };
+  }
+}
+
+function kindOf(name: ErrorName): HubFailure['kind'] {
+  switch (name) {
+    case 'Unauthorized':
+    case 'IotHubUnauthorizedAccess':
+      return 'unauthorized';
+    case 'PreconditionFailed':
+    case 'DeviceAlreadyExists':
+      return 'conflict';
+    case 'ThrottlingException':
+    case 'ServerError':
+    case 'ServiceUnavailable':
+      return 'unavailable';
+    case 'GatewayTimeout':
+      return 'timeout';
+    default:
+      return 'rejected';
+  }
+}
+
+function unauthorized(hubName: string, detail: string): HubFailure {
+  return {
+    kind: 'unauthorized',
+    status: 401,
+    hubErrorCode: 'IotHubUnauthorizedAccess',
+    message: `IoT hub ${hubName} refused the linked hub credential (${detail}); update the linked hub's connection string.`,
+  };
+}
+
+function twinInit(t: InitialTwinContent): { tags?: JsonObject; desired?: JsonObject } {
+  const out: { tags?: JsonObject; desired?: JsonObject } = {};
+  if (t.tags !== undefined) out.tags = t.tags;
+  if (t.desired !== undefined) out.desired = t.desired;
+  return out;
+}
+
+function deviceBody(req: ProvisionDeviceRequest, status: 'enabled' | 'disabled', statusReason: string | null): JsonObject {
+  const c = req.credentials;
+  const authentication: JsonObject =
+    c.type === 'sas'
+      ? { type: 'sas', symmetricKey: { primaryKey: c.primaryKey, secondaryKey: c.secondaryKey } }
+      : { type: 'selfSigned', x509Thumbprint: { primaryThumbprint: c.primaryThumbprint, secondaryThumbprint: c.secondaryThumbprint } };
+  return { deviceId: req.deviceId, status, statusReason, authentication, capabilities: { iotEdge: req.capabilities.iotEdge } };
+}
+
+function sameIdentity(d: DeviceIdentity, req: ProvisionDeviceRequest): boolean {
+  if (d.capabilities.iotEdge !== req.capabilities.iotEdge) return false;
+  const c = req.credentials;
+  if (c.type === 'sas') {
+    return d.authentication.type === 'sas' && d.authentication.symmetricKey.primaryKey === c.primaryKey && d.authentication.symmetricKey.secondaryKey === c.secondaryKey;
+  }
+  return (
+    d.authentication.type === 'selfSigned' &&
+    d.authentication.x509Thumbprint.primaryThumbprint === c.primaryThumbprint.toUpperCase() &&
+    d.authentication.x509Thumbprint.secondaryThumbprint === c.secondaryThumbprint.toUpperCase()
+  );
+}
+
+export function toHubDevice(d: DeviceIdentity): HubDevice {
+  return { deviceId: d.deviceId, etag: d.etag, status: d.status, authenticationType: d.authentication.type, capabilities: { iotEdge: d.capabilities.iotEdge } };
+}
+
+function toHubTwin(t: TwinState): HubTwinState {
+  return {
+    etag: t.etag,
+    tags: t.tags,
+    desired: t.desired.props,
+    reported: t.reported.props,
+    desiredVersion: t.desired.version,
+    reportedVersion: t.reported.version,
+  };
+}
+
+/** Clients for the hubs of this process, found by linked hub name (case-insensitive). */
+export class InProcessHubClientFactory implements HubClientFactory {
+  private readonly hubs: Map<string, HubService>;
+  private readonly clock: Clock;
+
+  constructor(hubs: Iterable<HubService>, clock: Clock) {
+    this.hubs = new Map([...hubs].map((h) => [h.hubId.toLowerCase(), h]));
+    this.clock = clock;
+  }
+
+  /** True when the linked hub runs in this process. */
+  has(hub: LinkedHub): boolean {
+    return this.hubs.has(hub.name.toLowerCase());
+  }
+
+  forHub(linked: LinkedHub): HubClient {
+    const hub = this.hubs.get(linked.name.toLowerCase());
+    if (!hub) throw new Error(`IoT hub ${linked.name} does not run in this process.`);
+    return new InProcessHubClient(hub, linked, this.clock);
+  }
+
+  close(): void {
+    // Nothing to release.
+  }
+}

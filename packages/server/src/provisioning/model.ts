@@ -1,0 +1,158 @@
+import type { JsonObject } from '../core/json.ts';
+import type { DpsRight, SharedAccessPolicy } from '../core/policies.ts';
+
+/**
+ * The provisioning (DPS role) domain model, in the shapes of the DPS service API 2021-10-01
+ * (see shared/reference/protocol-service.md §3 and dps-behavior.md §1).
+ */
+export type AllocationPolicy = 'hashed' | 'geoLatency' | 'static' | 'custom';
+export type ProvisioningStatus = 'enabled' | 'disabled';
+export type RegistrationStatus = 'unassigned' | 'assigning' | 'assigned' | 'failed' | 'disabled';
+export type RegistrationSubstatus = 'initialAssignment' | 'deviceDataMigrated' | 'deviceDataReset' | 'reprovisionedToInitialAssignment';
+
+export interface ReprovisionPolicy {
+  updateHubAssignment: boolean;
+  migrateDeviceData: boolean;
+}
+
+export interface X509CertificateInfo {
+  subjectName: string;
+  sha1Thumbprint: string;
+  sha256Thumbprint: string;
+  issuerName: string;
+  notBeforeUtc: string;
+  notAfterUtc: string;
+  serialNumber: string;
+  version: number;
+}
+
+export interface X509CertificateWithInfo {
+  certificate?: string;
+  info?: X509CertificateInfo;
+}
+
+export interface X509Attestation {
+  clientCertificates?: { primary?: X509CertificateWithInfo; secondary?: X509CertificateWithInfo };
+  signingCertificates?: { primary?: X509CertificateWithInfo; secondary?: X509CertificateWithInfo };
+  caReferences?: { primary?: string; secondary?: string };
+}
+
+export interface AttestationMechanism {
+  type: 'none' | 'tpm' | 'x509' | 'symmetricKey';
+  tpm?: { endorsementKey: string; storageRootKey?: string };
+  x509?: X509Attestation;
+  symmetricKey?: { primaryKey: string; secondaryKey: string };
+}
+
+export interface InitialTwin {
+  tags?: JsonObject;
+  properties?: { desired?: JsonObject };
+}
+
+export interface CustomAllocationDefinition {
+  webhookUrl: string;
+  apiVersion: string;
+}
+
+/** Fields individual enrollments and enrollment groups share. */
+export interface EnrollmentCommon {
+  attestation: AttestationMechanism;
+  capabilities: { iotEdge: boolean };
+  initialTwin?: InitialTwin;
+  provisioningStatus: ProvisioningStatus;
+  reprovisionPolicy: ReprovisionPolicy;
+  allocationPolicy?: AllocationPolicy;
+  iotHubs?: string[];
+  iotHubHostName?: string;
+  customAllocationDefinition?: CustomAllocationDefinition;
+  etag: string;
+  createdDateTimeUtc: string;
+  lastUpdatedDateTimeUtc: string;
+  /** Unknown top-level fields, kept round-trip. */
+  extra?: JsonObject;
+}
+
+export interface IndividualEnrollment extends EnrollmentCommon {
+  /** As given by the operator; lookups use the lower-cased form. */
+  registrationId: string;
+  deviceId?: string;
+  optionalDeviceInformation?: JsonObject;
+}
+
+export interface EnrollmentGroup extends EnrollmentCommon {
+  enrollmentGroupId: string;
+}
+
+/** A registration record (DeviceRegistrationState), one per registration id and instance. */
+export interface RegistrationRecord {
+  registrationId: string;
+  createdDateTimeUtc: string;
+  lastUpdatedDateTimeUtc: string;
+  assignedHub?: string;
+  deviceId?: string;
+  status: RegistrationStatus;
+  substatus?: RegistrationSubstatus;
+  errorCode?: number;
+  errorMessage?: string;
+  etag: string;
+  payload?: JsonObject;
+  /** Which enrollment the device registered through. */
+  enrollment: { kind: 'individual'; registrationId: string } | { kind: 'group'; enrollmentGroupId: string };
+  attestationType: 'symmetricKey' | 'x509' | 'tpm';
+  /** X.509 details returned to the device (certificateInfo, signingCertificateInfo). */
+  x509?: JsonObject;
+  /** The operation that produced (or is producing) this record. */
+  operationId?: string;
+}
+
+export interface LinkedHub {
+  /** The hub host name: what enrollments list in iotHubs and devices get as assignedHub. */
+  name: string;
+  /** Service connection string with a policy holding RegistryWrite + ServiceConnect. */
+  connectionString: string;
+  location: string;
+  /** 1..1000; null behaves as 1. */
+  allocationWeight: number;
+  /** False: skipped by hashed/geoLatency allocation (still usable by static). */
+  applyAllocationPolicy: boolean;
+}
+
+export interface ProvisioningInstance {
+  /** Instance name (service host label). */
+  name: string;
+  /** `0ne` + 8 hex digits. */
+  idScope: string;
+  /** Host names the service API answers to (sr of service SAS tokens). */
+  serviceHostNames: string[];
+  /** Default allocation policy (never custom). */
+  allocationPolicy: Exclude<AllocationPolicy, 'custom'>;
+  policies: SharedAccessPolicy<DpsRight>[];
+  linkedHubs: LinkedHub[];
+  etag: string;
+}
+
+/** Statuses of a registration operation (RegistrationOperationStatus.status). */
+export type OperationStatus = 'unassigned' | 'assigning' | 'assigned' | 'failed' | 'disabled';
+
+/**
+ * One device registration attempt (`PUT /{idScope}/registrations/{id}/register` or its MQTT twin), polled by the
+ * device through its operation id. At most one operation per registration id is in flight (`assigning`) at a time;
+ * the store enforces it. Updates are compare-and-set on `version`.
+ */
+export interface RegistrationOperation {
+  /** Opaque, unique within the instance. */
+  operationId: string;
+  /** As the device sent it; lookups use the lower-cased form. */
+  registrationId: string;
+  status: OperationStatus;
+  /** Starts at 1; every update writes version + 1 when the stored version equals the expected one. */
+  version: number;
+  createdDateTimeUtc: string;
+  lastUpdatedDateTimeUtc: string;
+  /** What the runtime needs to carry on after a restart (the device's payload, the matched enrollment...). */
+  request?: JsonObject;
+  /** Runtime-private progress of a multi-step assignment (the durable plan and the steps done). */
+  progress?: JsonObject;
+  /** The DeviceRegistrationResult once the operation is final. */
+  result?: JsonObject;
+}

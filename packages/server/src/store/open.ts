@@ -1,0 +1,109 @@
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import SqliteDatabase from 'better-sqlite3';
+import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import type { Dialect, Store, StoreConfig } from './ports.ts';
+import type { Database } from './kysely/schema.ts';
+import { KyselyHubStore } from './kysely/hub-store.ts';
+import { withStatementCache } from './kysely/sqlite-statements.ts';
+import { NamedStatementPool, checkSchemaName, createPgPool } from './kysely/pg-pool.ts';
+import { migrateToLatest } from './migrations/index.ts';
+
+/** The opened store, plus the database itself so other modules can build their own stores on it. */
+export interface OpenedStore extends Store {
+  readonly db: Kysely<Database>;
+}
+
+export interface OpenStoreOptions {
+  /** PostgreSQL: errors of idle pool connections (the pool replaces them by itself). Default: ignored. */
+  onPoolError?: (err: Error) => void;
+  /**
+   * PostgreSQL: run repeated queries as named prepared statements (default true). Turn off behind a pooler that
+   * does not support them (PgBouncer in transaction mode before 1.21).
+   */
+  preparedStatements?: boolean;
+}
+
+/** SQLite page cache: 64 MiB (negative = KiB). The default 2 MB leaves a large registry waiting on I/O. */
+const SQLITE_CACHE_KIB = 65536;
+
+/**
+ * Opens the database named by `cfg`, brings its schema to the latest migration, and returns the stores on it.
+ *
+ * - SQLite: one better-sqlite3 connection (Kysely serializes queries and transactions on it), WAL with
+ *   synchronous=NORMAL, a 5 s busy timeout for other processes on the same file, foreign keys on (twins are deleted
+ *   with their device by cascade), and a 64 MiB page cache. The parent directory is created when missing.
+ * - PostgreSQL: a pg pool of `cfg.poolSize ?? 8`. With `cfg.postgresSchema`, the schema is created when missing and
+ *   every pool connection starts with it as search_path.
+ */
+export async function openStore(cfg: StoreConfig, opts: OpenStoreOptions = {}): Promise<OpenedStore> {
+  const db = cfg.dialect === 'sqlite' ? openSqlite(cfg) : await openPostgres(cfg, opts);
+  try {
+    await migrateToLatest(db, cfg.dialect);
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
+  return storeOn(db, cfg.dialect);
+}
+
+function storeOn(db: Kysely<Database>, dialect: Dialect): OpenedStore {
+  let closed: Promise<void> | undefined;
+  return {
+    dialect,
+    db,
+    hub: new KyselyHubStore(db, dialect),
+    close: () => (closed ??= db.destroy()),
+  };
+}
+
+function openSqlite(cfg: StoreConfig): Kysely<Database> {
+  const path = cfg.sqlitePath;
+  if (!path) throw new Error('store: sqlitePath is required for the sqlite dialect');
+  const memory = path === ':memory:';
+  if (!memory) mkdirSync(dirname(resolve(path)), { recursive: true });
+  const raw = new SqliteDatabase(path, { timeout: 5000 });
+  try {
+    if (!memory) raw.pragma('journal_mode = WAL');
+    raw.pragma('synchronous = NORMAL');
+    raw.pragma('busy_timeout = 5000');
+    raw.pragma('foreign_keys = ON');
+    raw.pragma(`cache_size = -${SQLITE_CACHE_KIB}`);
+  } catch (err) {
+    raw.close();
+    throw err;
+  }
+  return new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(raw) }) });
+}
+
+async function openPostgres(cfg: StoreConfig, opts: OpenStoreOptions): Promise<Kysely<Database>> {
+  const url = cfg.postgresUrl;
+  if (!url) throw new Error('store: postgresUrl is required for the postgres dialect');
+  const schema = cfg.postgresSchema;
+  if (schema !== undefined) checkSchemaName(schema);
+  const max = cfg.poolSize ?? 8;
+  if (!Number.isInteger(max) || max < 1) throw new Error(`store: poolSize must be a positive integer, got ${max}`);
+  const pool = createPgPool({ connectionString: url, max, ...(schema === undefined ? {} : { schema }), ...(opts.onPoolError ? { onError: opts.onPoolError } : {}) });
+  const db = new Kysely<Database>({
+    dialect: new PostgresDialect({ pool: new NamedStatementPool(pool, { enabled: opts.preparedStatements !== false }) }),
+  });
+  if (schema !== undefined) {
+    try {
+      await createSchema(db, schema);
+    } catch (err) {
+      await db.destroy();
+      throw err;
+    }
+  }
+  return db;
+}
+
+async function createSchema(db: Kysely<Database>, schema: string): Promise<void> {
+  try {
+    await sql`create schema if not exists ${sql.id(schema)}`.execute(db);
+  } catch (err) {
+    // Two processes creating the same schema at once: the loser can fail despite IF NOT EXISTS.
+    const code = (err as { code?: unknown }).code;
+    if (code !== '23505' && code !== '42P06') throw err;
+  }
+}

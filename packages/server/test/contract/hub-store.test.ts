@@ -1,0 +1,162 @@
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { sql } from 'kysely';
+import pg from 'pg';
+import { openStore, type OpenedStore } from '../../src/store/open.ts';
+import { migrateToLatest, migrations, MIGRATION_TABLE } from '../../src/store/migrations/index.ts';
+import type { StoreConfig } from '../../src/store/ports.ts';
+import { hubStoreContract, sampleDevice, sampleTwin, type HubStoreHarness } from './hub-store.contract.ts';
+
+const tmp = mkdtempSync(join(tmpdir(), 'homing-hub-store-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+let fileSeq = 0;
+const sqliteFile = (): string => join(tmp, `db${++fileSeq}`, 'homing.db');
+
+const pgUrl = process.env.HOMING_TEST_DATABASE_URL || process.env.DATABASE_URL || undefined;
+const PG_SKIP = 'PostgreSQL not configured: set HOMING_TEST_DATABASE_URL (or DATABASE_URL) to run this suite';
+
+function harness(s: OpenedStore, dispose: () => Promise<void> = () => s.close()): HubStoreHarness {
+  return { store: s.hub, close: dispose };
+}
+
+/** A fresh random schema per PostgreSQL run, dropped at the end (also when opening failed half-way). */
+async function openPostgres(url: string): Promise<{ store: OpenedStore; cfg: StoreConfig; drop(): Promise<void> }> {
+  const schema = `t_${randomBytes(6).toString('hex')}`;
+  const cfg: StoreConfig = { dialect: 'postgres', postgresUrl: url, postgresSchema: schema, poolSize: 4 };
+  const drop = async (): Promise<void> => {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      await client.query(`drop schema if exists "${schema}" cascade`);
+    } finally {
+      await client.end();
+    }
+  };
+  try {
+    return { store: await openStore(cfg), cfg, drop };
+  } catch (err) {
+    await drop();
+    throw err;
+  }
+}
+
+hubStoreContract('sqlite', async () => harness(await openStore({ dialect: 'sqlite', sqlitePath: sqliteFile() })));
+
+hubStoreContract('sqlite :memory:', async () => harness(await openStore({ dialect: 'sqlite', sqlitePath: ':memory:' })));
+
+if (pgUrl !== undefined) {
+  hubStoreContract('postgres', async () => {
+    const { store, drop } = await openPostgres(pgUrl);
+    return harness(store, async () => {
+      try {
+        await store.close();
+      } finally {
+        await drop();
+      }
+    });
+  });
+} else {
+  describe('HubStore contract: postgres', { skip: PG_SKIP }, () => {
+    it('runs the contract on PostgreSQL', () => {});
+  });
+}
+
+describe('openStore: sqlite', () => {
+  it('creates the parent directory and sets the pragmas', async () => {
+    const path = sqliteFile();
+    const store = await openStore({ dialect: 'sqlite', sqlitePath: path });
+    try {
+      assert.ok(existsSync(path));
+      const pragma = async (name: string): Promise<unknown> => {
+        const r = await sql<Record<string, unknown>>`select * from ${sql.raw(`pragma_${name}`)}`.execute(store.db);
+        return Object.values(r.rows[0] ?? {})[0];
+      };
+      assert.equal(await pragma('journal_mode'), 'wal');
+      assert.equal(await pragma('synchronous'), 1); // NORMAL
+      assert.equal(await pragma('foreign_keys'), 1);
+      assert.equal(await pragma('busy_timeout'), 5000);
+      assert.equal(await pragma('cache_size'), -65536);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('keeps the data when the file is closed and opened again', async () => {
+    const path = sqliteFile();
+    const hub = 'reopen.test';
+    const first = await openStore({ dialect: 'sqlite', sqlitePath: path });
+    assert.equal(await first.hub.createDevice(hub, sampleDevice('keep'), sampleTwin('keep')), true);
+    await first.hub.recordConnections(hub, [{ deviceId: 'keep', connectionState: 'Connected' }]);
+    await first.close();
+    await first.close(); // idempotent
+
+    const second = await openStore({ dialect: 'sqlite', sqlitePath: path });
+    try {
+      assert.deepEqual(await second.hub.getDevice(hub, 'keep'), { ...sampleDevice('keep'), connectionState: 'Connected' });
+      assert.deepEqual(await second.hub.getTwin(hub, 'keep'), sampleTwin('keep'));
+      assert.equal(await second.hub.createDevice(hub, sampleDevice('keep'), sampleTwin('keep')), false);
+    } finally {
+      await second.close();
+    }
+  });
+
+  it('treats running the migrations again as a no-op', async () => {
+    const store = await openStore({ dialect: 'sqlite', sqlitePath: sqliteFile() });
+    try {
+      await store.hub.createDevice('m.test', sampleDevice('m'), sampleTwin('m'));
+      assert.deepEqual(await migrateToLatest(store.db, 'sqlite'), []);
+      assert.deepEqual(await migrateToLatest(store.db, 'sqlite'), []);
+      const history = await sql<{ name: string }>`select name from ${sql.table(MIGRATION_TABLE)} order by name`.execute(store.db);
+      assert.deepEqual(history.rows.map((r) => r.name), migrations.map((m) => m.name));
+      assert.equal((await store.hub.countDevices('m.test')).total, 1);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('refuses an out-of-order migration list', async () => {
+    const store = await openStore({ dialect: 'sqlite', sqlitePath: ':memory:' });
+    try {
+      const noop = async (): Promise<void> => {};
+      await assert.rejects(
+        migrateToLatest(store.db, 'sqlite', [{ name: '0002_b', up: noop }, { name: '0001_a', up: noop }]),
+        /must sort after/,
+      );
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('openStore: postgres', { skip: pgUrl === undefined ? PG_SKIP : false }, () => {
+  it('shares one schema between stores, keeps data across reopen, and migrates once', async () => {
+    const { store: first, cfg, drop } = await openPostgres(pgUrl ?? '');
+    try {
+      assert.equal(await first.hub.createDevice('pg.test', sampleDevice('keep'), sampleTwin('keep')), true);
+      await first.close();
+
+      const [second, third] = await Promise.all([openStore(cfg), openStore(cfg)]);
+      try {
+        assert.deepEqual(await second.hub.getDevice('pg.test', 'keep'), sampleDevice('keep'));
+        assert.deepEqual(await third.hub.getTwin('pg.test', 'keep'), sampleTwin('keep'));
+        assert.deepEqual(await migrateToLatest(second.db, 'postgres'), []);
+        const history = await sql<{ name: string }>`select name from ${sql.table(MIGRATION_TABLE)} order by name`.execute(second.db);
+        assert.deepEqual(history.rows.map((r) => r.name), migrations.map((m) => m.name));
+        const where = await sql<{ schema: string }>`select current_schema() as schema`.execute(second.db);
+        assert.equal(where.rows[0]?.schema, cfg.postgresSchema);
+      } finally {
+        await Promise.all([second.close(), third.close()]);
+      }
+    } finally {
+      await drop();
+    }
+  });
+
+  it('rejects a schema name that is not a plain identifier', async () => {
+    await assert.rejects(openStore({ dialect: 'postgres', postgresUrl: pgUrl ?? '', postgresSchema: 'bad"name' }), /plain identifier/);
+  });
+});
