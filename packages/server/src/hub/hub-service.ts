@@ -40,6 +40,7 @@ export interface MethodResult {
 interface PendingMethod {
   deviceId: string;
   resolve: (r: MethodResult) => void;
+  reject: (e: HomingError) => void;
   timer: NodeJS.Timeout;
 }
 
@@ -349,7 +350,17 @@ export class HubService {
     const now = this.nowIso();
     const prev = this.activity.get(conn.deviceId);
     this.activity.set(conn.deviceId, { deviceId: conn.deviceId, connectionState: 'Disconnected', connectionStateUpdatedTime: now, lastActivityTime: prev?.lastActivityTime ?? now });
-    // Method calls waiting on this device will time out or get DeviceNotOnline on their next try.
+    // The device cannot answer calls sent over the connection that just closed.
+    this.failPendingMethods(conn.deviceId, new HomingError('DeviceNotOnline', `Device ${conn.deviceId} disconnected before answering.`));
+  }
+
+  private failPendingMethods(deviceId: string | undefined, err: HomingError): void {
+    for (const [rid, p] of this.pendingMethods) {
+      if (deviceId !== undefined && p.deviceId !== deviceId) continue;
+      clearTimeout(p.timer);
+      this.pendingMethods.delete(rid);
+      p.reject(err);
+    }
   }
 
   touch(deviceId: string): void {
@@ -390,8 +401,14 @@ export class HubService {
         this.pendingMethods.delete(rid);
         reject(new HomingError('GatewayTimeout', `Device ${deviceId} did not answer method ${inv.methodName} within ${inv.responseTimeoutInSeconds} s.`));
       }, inv.responseTimeoutInSeconds * 1000);
-      this.pendingMethods.set(rid, { deviceId, resolve, timer });
-      conn.sendMethodRequest(inv.methodName, rid, Buffer.from(JSON.stringify(inv.payload)));
+      this.pendingMethods.set(rid, { deviceId, resolve, reject, timer });
+      try {
+        conn.sendMethodRequest(inv.methodName, rid, Buffer.from(JSON.stringify(inv.payload)));
+      } catch {
+        clearTimeout(timer);
+        this.pendingMethods.delete(rid);
+        reject(new HomingError('DeviceNotOnline', `Device ${deviceId} could not be reached.`));
+      }
     });
   }
 
@@ -415,11 +432,7 @@ export class HubService {
 
   /** Stops timers; pending method calls fail with GatewayTimeout. */
   close(): void {
-    for (const [rid, p] of this.pendingMethods) {
-      clearTimeout(p.timer);
-      this.pendingMethods.delete(rid);
-      p.resolve({ status: 504, payload: null });
-    }
+    this.failPendingMethods(undefined, new HomingError('GatewayTimeout', 'The hub is shutting down.'));
     for (const conn of [...this.sessions.all()]) {
       this.sessions.detach(conn);
       conn.close('server shutting down');

@@ -3,7 +3,7 @@ import type { Clock } from '../../core/clock.ts';
 import type { HubService } from '../../hub/hub-service.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { Metrics } from '../../observability/metrics.ts';
-import type { HubApiContext } from './hub/context.ts';
+import { hostMatcher, type HubApiContext } from './hub/context.ts';
 import { registerDeviceRoutes } from './hub/devices.ts';
 import { registerMethodRoutes } from './hub/methods.ts';
 import { registerQueryRoutes } from './hub/query.ts';
@@ -17,6 +17,11 @@ export interface HubApiOptions {
   clock: Clock;
   /** Heartbeat interval of the telemetry SSE stream, ms (default 15 s). */
   telemetryHeartbeatMs?: number;
+  /**
+   * Several hubs on one listener: serve only requests whose Host header is one of the hub's host names (any case,
+   * any port), so each hub registers its routes on the same app. Default: every request is this hub's.
+   */
+  routeByHost?: boolean;
 }
 
 /**
@@ -28,7 +33,13 @@ export interface HubApiOptions {
  * The api-version query parameter is accepted and ignored.
  */
 export function registerHubApi(app: FastifyInstance, hub: HubService, opts: HubApiOptions): void {
-  const ctx: HubApiContext = { hub, logger: opts.logger, metrics: opts.metrics, clock: opts.clock };
+  const ctx: HubApiContext = {
+    hub,
+    logger: opts.logger,
+    metrics: opts.metrics,
+    clock: opts.clock,
+    hostConstraint: opts.routeByHost ? hostMatcher(hub.hostNames) : undefined,
+  };
   registerDeviceRoutes(app, ctx);
   registerQueryRoutes(app, ctx);
   registerTwinRoutes(app, ctx);

@@ -14,6 +14,8 @@ export interface HubApiContext {
   logger: Logger;
   metrics: Metrics | undefined;
   clock: Clock;
+  /** When several hubs share one listener: serve only requests whose Host header names this hub. */
+  hostConstraint: RegExp | undefined;
 }
 
 /** Every hub route answers errors with the classic IoT Hub body (the azure-iothub SDK parses only that one). */
@@ -42,7 +44,18 @@ export function requireRight(hub: HubService, right: HubRight): onRequestAsyncHo
 
 /** Route options shared by every hub route. */
 export function routeOptions(ctx: HubApiContext, right: HubRight, bodyLimit: number) {
-  return { config: HUB_ROUTE_CONFIG, onRequest: requireRight(ctx.hub, right), bodyLimit };
+  return {
+    config: HUB_ROUTE_CONFIG,
+    onRequest: requireRight(ctx.hub, right),
+    bodyLimit,
+    ...(ctx.hostConstraint === undefined ? {} : { constraints: { host: ctx.hostConstraint } }),
+  };
+}
+
+/** A case-insensitive Host header matcher for any of `names`, with or without a port. */
+export function hostMatcher(names: readonly string[]): RegExp {
+  const alt = names.map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|');
+  return new RegExp(`^(?:${alt})(?::\\d+)?$`, 'i');
 }
 
 /** Sends a JSON body with the content type the SDKs need to parse it (protocol-service.md T10). */
