@@ -66,7 +66,7 @@ export async function startHoming(config: Readonly<HomingConfig>, deps: StartDep
   const sans = ['localhost', '127.0.0.1', ...config.hubs.flatMap((h) => [h.hostName, h.bindAddress]), ...config.extraSans];
   const pki = await ensureDevPki(config.dataDir, sans);
   const tls = { cert: pki.serverCertPem, key: pki.serverKeyPem };
-  const store = await openStore(config.store);
+  const store = await openStore(config.store, { onPoolError: (err) => log.warn({ err }, "database pool error") });
   const fallbacks: string[] = [];
   const hubs: RunningHub[] = [];
   const flushTimer = setInterval(() => {

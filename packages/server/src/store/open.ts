@@ -1,11 +1,12 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import { Kysely, PostgresDialect, sql } from 'kysely';
 import type { Dialect, Store, StoreConfig } from './ports.ts';
 import type { Database } from './kysely/schema.ts';
 import { KyselyHubStore } from './kysely/hub-store.ts';
-import { withStatementCache } from './kysely/sqlite-statements.ts';
+import { KyselyProvisioningStore } from './kysely/provisioning-store.ts';
+import { HomingSqliteDialect, withStatementCache } from './kysely/sqlite.ts';
 import { NamedStatementPool, checkSchemaName, createPgPool } from './kysely/pg-pool.ts';
 import { migrateToLatest } from './migrations/index.ts';
 
@@ -33,6 +34,8 @@ const SQLITE_CACHE_KIB = 65536;
  * - SQLite: one better-sqlite3 connection (Kysely serializes queries and transactions on it), WAL with
  *   synchronous=NORMAL, a 5 s busy timeout for other processes on the same file, foreign keys on (twins are deleted
  *   with their device by cascade), and a 64 MiB page cache. The parent directory is created when missing.
+ *   Open one store per file per process: better-sqlite3 is synchronous, so a second connection in the same process
+ *   waiting on the first one's write lock would block the event loop the first one needs to finish.
  * - PostgreSQL: a pg pool of `cfg.poolSize ?? 8`. With `cfg.postgresSchema`, the schema is created when missing and
  *   every pool connection starts with it as search_path.
  */
@@ -53,6 +56,7 @@ function storeOn(db: Kysely<Database>, dialect: Dialect): OpenedStore {
     dialect,
     db,
     hub: new KyselyHubStore(db, dialect),
+    provisioning: new KyselyProvisioningStore(db),
     close: () => (closed ??= db.destroy()),
   };
 }
@@ -73,7 +77,7 @@ function openSqlite(cfg: StoreConfig): Kysely<Database> {
     raw.close();
     throw err;
   }
-  return new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(raw) }) });
+  return new Kysely<Database>({ dialect: new HomingSqliteDialect({ database: withStatementCache(raw) }) });
 }
 
 async function openPostgres(cfg: StoreConfig, opts: OpenStoreOptions): Promise<Kysely<Database>> {

@@ -1,4 +1,5 @@
 import type { DeviceIdentity, TwinState, ConnectionState } from '../hub/model.ts';
+import type { ProvisioningStore } from './provisioning-ports.ts';
 
 /**
  * Store ports. Adapters (store/kysely/*) implement them on the embedded SQLite default and on PostgreSQL, and
@@ -72,5 +73,6 @@ export interface StoreConfig {
 export interface Store {
   readonly dialect: Dialect;
   readonly hub: HubStore;
+  readonly provisioning: ProvisioningStore;
   close(): Promise<void>;
 }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { openStore, type OpenedStore } from '../../src/store/open.ts';
-import { migrateToLatest, migrations, MIGRATION_TABLE } from '../../src/store/migrations/index.ts';
+import { migrateToLatest, migrations, MIGRATION_TABLE, type StoreMigration } from '../../src/store/migrations/index.ts';
 import type { StoreConfig } from '../../src/store/ports.ts';
 import { hubStoreContract, sampleDevice, sampleTwin, type HubStoreHarness } from './hub-store.contract.ts';
 
@@ -42,6 +42,23 @@ async function openPostgres(url: string): Promise<{ store: OpenedStore; cfg: Sto
     await drop();
     throw err;
   }
+}
+
+/** A migration that fails half-way leaves neither its tables nor a history row behind. */
+async function checkFailedMigrationRollsBack(store: OpenedStore): Promise<void> {
+  const broken: StoreMigration = {
+    name: '9999_broken',
+    up: async (db) => {
+      await db.schema.createTable('half_done').addColumn('id', 'text').execute();
+      throw new Error('boom');
+    },
+  };
+  await assert.rejects(migrateToLatest(store.db, store.dialect, [...migrations, broken]), /failed at 9999_broken: boom/);
+  const tables = await store.db.introspection.getTables();
+  assert.equal(tables.some((t) => t.name === 'half_done'), false);
+  const history = await sql<{ name: string }>`select name from ${sql.table(MIGRATION_TABLE)} order by name`.execute(store.db);
+  assert.deepEqual(history.rows.map((r) => r.name), migrations.map((m) => m.name));
+  assert.deepEqual(await migrateToLatest(store.db, store.dialect), []);
 }
 
 hubStoreContract('sqlite', async () => harness(await openStore({ dialect: 'sqlite', sqlitePath: sqliteFile() })));
@@ -118,6 +135,15 @@ describe('openStore: sqlite', () => {
     }
   });
 
+  it('rolls back a migration that fails half-way', async () => {
+    const store = await openStore({ dialect: 'sqlite', sqlitePath: sqliteFile() });
+    try {
+      await checkFailedMigrationRollsBack(store);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('refuses an out-of-order migration list', async () => {
     const store = await openStore({ dialect: 'sqlite', sqlitePath: ':memory:' });
     try {
@@ -153,6 +179,36 @@ describe('openStore: postgres', { skip: pgUrl === undefined ? PG_SKIP : false },
       }
     } finally {
       await drop();
+    }
+  });
+
+  it('rolls back a migration that fails half-way', async () => {
+    const { store, drop } = await openPostgres(pgUrl ?? '');
+    try {
+      await checkFailedMigrationRollsBack(store);
+    } finally {
+      await store.close();
+      await drop();
+    }
+  });
+
+  it('migrates a fresh schema once when several stores open it at the same time', async () => {
+    const schema = `t_${randomBytes(6).toString('hex')}`;
+    const cfg: StoreConfig = { dialect: 'postgres', postgresUrl: pgUrl ?? '', postgresSchema: schema, poolSize: 2 };
+    const opened = await Promise.allSettled([openStore(cfg), openStore(cfg), openStore(cfg)]);
+    try {
+      for (const r of opened) assert.equal(r.status, 'fulfilled', r.status === 'rejected' ? String(r.reason) : '');
+      const [a, b] = opened.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      assert.ok(a && b);
+      assert.equal(await a.hub.createDevice('race.test', sampleDevice('one'), sampleTwin('one')), true);
+      assert.deepEqual(await b.hub.getDevice('race.test', 'one'), sampleDevice('one'));
+      const history = await sql<{ name: string }>`select name from ${sql.table(MIGRATION_TABLE)} order by name`.execute(a.db);
+      assert.deepEqual(history.rows.map((r) => r.name), migrations.map((m) => m.name));
+    } finally {
+      await Promise.all(opened.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
+      const client = new pg.Client({ connectionString: pgUrl });
+      await client.connect();
+      await client.query(`drop schema if exists "${schema}" cascade`).finally(() => client.end());
     }
   });
 

@@ -2,6 +2,7 @@ import { sql, type Kysely, type Selectable } from 'kysely';
 import type { ConnectionUpdate, DevicePage, Dialect, HubStore, TwinRow, WriteResult } from '../ports.ts';
 import type { DeviceIdentity, TwinState } from '../../hub/model.ts';
 import type { Database, HubDevicesTable } from './schema.ts';
+import { PreparedQuery, slot } from './prepared.ts';
 
 /** The device columns a read needs: the document plus the connection columns `recordConnections` owns. */
 type DeviceRow = Pick<Selectable<HubDevicesTable>, 'doc' | 'connection_state' | 'connection_state_updated_time' | 'last_activity_time'>;
@@ -52,36 +53,31 @@ function normalizeConnectionUpdates(updates: readonly ConnectionUpdate[]): Conne
  * The hub store on Kysely: one implementation for SQLite (better-sqlite3) and PostgreSQL (pg). SQL differs only in
  * `recordConnections`, where PostgreSQL takes the whole batch in two statements instead of one per device.
  *
- * Hot path (per MQTT message): getDevice, getTwin and replaceTwin are one primary-key statement each.
+ * Hot path (per MQTT message): getDevice, getTwin and replaceTwin are one primary-key statement each, compiled once
+ * (see {@link PreparedQuery}; building a Kysely query costs more than SQLite takes to run it).
  * Compare-and-set writes are a single UPDATE/DELETE with the expected etag/version in the WHERE clause; only when it
  * changed nothing does a second primary-key read tell 'not-found' from 'precondition-failed'.
  */
 export class KyselyHubStore implements HubStore {
   private readonly db: Kysely<Database>;
   private readonly dialect: Dialect;
+  private readonly q: ReturnType<typeof prepareQueries>;
 
   constructor(db: Kysely<Database>, dialect: Dialect) {
     this.db = db;
     this.dialect = dialect;
+    this.q = prepareQueries(db);
   }
 
   async getDevice(hubId: string, deviceId: string): Promise<DeviceIdentity | undefined> {
-    const row = await this.db
-      .selectFrom('hub_devices')
-      .select(DEVICE_COLUMNS)
-      .where('hub_id', '=', hubId)
-      .where('device_id', '=', deviceId)
-      .executeTakeFirst();
+    const { rows } = await this.db.executeQuery(this.q.getDevice.bind([hubId, deviceId]));
+    const row = rows[0];
     return row === undefined ? undefined : toDevice(row);
   }
 
   async getTwin(hubId: string, deviceId: string): Promise<TwinState | undefined> {
-    const row = await this.db
-      .selectFrom('hub_twins')
-      .select('doc')
-      .where('hub_id', '=', hubId)
-      .where('device_id', '=', deviceId)
-      .executeTakeFirst();
+    const { rows } = await this.db.executeQuery(this.q.getTwin.bind([hubId, deviceId]));
+    const row = rows[0];
     return row === undefined ? undefined : toTwin(row.doc);
   }
 
@@ -89,27 +85,23 @@ export class KyselyHubStore implements HubStore {
     if (twin.deviceId !== device.deviceId) {
       throw new Error(`store: twin of ${JSON.stringify(twin.deviceId)} given for device ${JSON.stringify(device.deviceId)}`);
     }
+    const deviceArgs = [
+      hubId,
+      device.deviceId,
+      device.etag,
+      device.status,
+      deviceDoc(device),
+      device.connectionState,
+      device.connectionStateUpdatedTime,
+      device.lastActivityTime,
+    ];
+    const twinArgs = [hubId, device.deviceId, twin.version, twin.etag, JSON.stringify(twin)];
     return this.db.transaction().execute(async (trx) => {
-      const inserted = await trx
-        .insertInto('hub_devices')
-        .values({
-          hub_id: hubId,
-          device_id: device.deviceId,
-          etag: device.etag,
-          status: device.status,
-          doc: deviceDoc(device),
-          connection_state: device.connectionState,
-          connection_state_updated_time: device.connectionStateUpdatedTime,
-          last_activity_time: device.lastActivityTime,
-        })
-        .onConflict((oc) => oc.columns(['hub_id', 'device_id']).doNothing())
-        .executeTakeFirst();
-      if (inserted.numInsertedOrUpdatedRows !== 1n) return false;
+      // ON CONFLICT DO NOTHING: an existing id inserts no row (and raises no error) instead of failing the statement.
+      const inserted = await trx.executeQuery(this.q.insertDevice.bind(deviceArgs));
+      if (inserted.numAffectedRows !== 1n) return false;
       // A twin cannot outlive its device (ON DELETE CASCADE), so this insert cannot conflict.
-      await trx
-        .insertInto('hub_twins')
-        .values({ hub_id: hubId, device_id: device.deviceId, version: twin.version, etag: twin.etag, doc: JSON.stringify(twin) })
-        .execute();
+      await trx.executeQuery(this.q.insertTwin.bind(twinArgs));
       return true;
     });
   }
@@ -165,21 +157,10 @@ export class KyselyHubStore implements HubStore {
   }
 
   async replaceTwin(hubId: string, twin: TwinState, expectedVersion: number): Promise<WriteResult> {
-    const r = await this.db
-      .updateTable('hub_twins')
-      .set({ version: twin.version, etag: twin.etag, doc: JSON.stringify(twin) })
-      .where('hub_id', '=', hubId)
-      .where('device_id', '=', twin.deviceId)
-      .where('version', '=', expectedVersion)
-      .executeTakeFirst();
-    if (r.numUpdatedRows > 0n) return 'ok';
-    const exists = await this.db
-      .selectFrom('hub_twins')
-      .select('version')
-      .where('hub_id', '=', hubId)
-      .where('device_id', '=', twin.deviceId)
-      .executeTakeFirst();
-    return exists === undefined ? 'not-found' : 'precondition-failed';
+    const r = await this.db.executeQuery(this.q.updateTwin.bind([hubId, twin.deviceId, twin.version, twin.etag, JSON.stringify(twin), expectedVersion]));
+    if (r.numAffectedRows !== undefined && r.numAffectedRows > 0n) return 'ok';
+    const exists = await this.db.executeQuery(this.q.twinExists.bind([hubId, twin.deviceId]));
+    return exists.rows.length === 0 ? 'not-found' : 'precondition-failed';
   }
 
   async listTwins(hubId: string, opts: { after?: string; limit: number }): Promise<{ rows: TwinRow[]; next: string | undefined }> {
@@ -215,16 +196,9 @@ export class KyselyHubStore implements HubStore {
     // SQLite: statements are in-process and cheap; one transaction makes the batch one commit.
     await this.db.transaction().execute(async (trx) => {
       for (const u of batch) {
-        await trx
-          .updateTable('hub_devices')
-          .set({
-            ...(u.connectionState === undefined ? {} : { connection_state: u.connectionState }),
-            ...(u.connectionStateUpdatedTime === undefined ? {} : { connection_state_updated_time: u.connectionStateUpdatedTime }),
-            ...(u.lastActivityTime === undefined ? {} : { last_activity_time: u.lastActivityTime }),
-          })
-          .where('hub_id', '=', hubId)
-          .where('device_id', '=', u.deviceId)
-          .execute();
+        await trx.executeQuery(
+          this.q.recordConnection.bind([hubId, u.deviceId, u.connectionState ?? null, u.connectionStateUpdatedTime ?? null, u.lastActivityTime ?? null]),
+        );
       }
     });
   }
@@ -256,12 +230,71 @@ export class KyselyHubStore implements HubStore {
   }
 
   private async deviceExists(hubId: string, deviceId: string): Promise<boolean> {
-    const row = await this.db
-      .selectFrom('hub_devices')
-      .select('etag')
-      .where('hub_id', '=', hubId)
-      .where('device_id', '=', deviceId)
-      .executeTakeFirst();
-    return row !== undefined;
+    const r = await this.db.executeQuery(this.q.deviceExists.bind([hubId, deviceId]));
+    return r.rows.length > 0;
   }
+}
+
+/**
+ * The statements of the per-message hot path and of device creation (a DPS registration creates a device), built
+ * and compiled once per store. Arguments are listed in each query's comment, in `slot` order.
+ */
+function prepareQueries(db: Kysely<Database>) {
+  return {
+    /** hubId, deviceId */
+    getDevice: new PreparedQuery(
+      db.selectFrom('hub_devices').select(DEVICE_COLUMNS).where('hub_id', '=', slot(0)).where('device_id', '=', slot(1)),
+    ),
+    /** hubId, deviceId */
+    deviceExists: new PreparedQuery(
+      db.selectFrom('hub_devices').select('etag').where('hub_id', '=', slot(0)).where('device_id', '=', slot(1)),
+    ),
+    /** hubId, deviceId */
+    getTwin: new PreparedQuery(db.selectFrom('hub_twins').select('doc').where('hub_id', '=', slot(0)).where('device_id', '=', slot(1))),
+    /** hubId, deviceId */
+    twinExists: new PreparedQuery(
+      db.selectFrom('hub_twins').select('version').where('hub_id', '=', slot(0)).where('device_id', '=', slot(1)),
+    ),
+    /** hubId, deviceId, version, etag, doc, expectedVersion */
+    updateTwin: new PreparedQuery(
+      db
+        .updateTable('hub_twins')
+        .set({ version: slot<number>(2), etag: slot(3), doc: slot(4) })
+        .where('hub_id', '=', slot(0))
+        .where('device_id', '=', slot(1))
+        .where('version', '=', slot<number>(5)),
+    ),
+    /** hubId, deviceId, etag, status, doc, connectionState, connectionStateUpdatedTime, lastActivityTime */
+    insertDevice: new PreparedQuery(
+      db
+        .insertInto('hub_devices')
+        .values({
+          hub_id: slot(0),
+          device_id: slot(1),
+          etag: slot(2),
+          status: slot<DeviceIdentity['status']>(3),
+          doc: slot(4),
+          connection_state: slot<DeviceIdentity['connectionState']>(5),
+          connection_state_updated_time: slot(6),
+          last_activity_time: slot(7),
+        })
+        .onConflict((oc) => oc.columns(['hub_id', 'device_id']).doNothing()),
+    ),
+    /** hubId, deviceId, version, etag, doc */
+    insertTwin: new PreparedQuery(
+      db.insertInto('hub_twins').values({ hub_id: slot(0), device_id: slot(1), version: slot<number>(2), etag: slot(3), doc: slot(4) }),
+    ),
+    /** hubId, deviceId, connectionState | null, connectionStateUpdatedTime | null, lastActivityTime | null (null keeps) */
+    recordConnection: new PreparedQuery(
+      db
+        .updateTable('hub_devices')
+        .set((eb) => ({
+          connection_state: eb.fn.coalesce(eb.val(slot<DeviceIdentity['connectionState'] | null>(2)), eb.ref('connection_state')),
+          connection_state_updated_time: eb.fn.coalesce(eb.val(slot<string | null>(3)), eb.ref('connection_state_updated_time')),
+          last_activity_time: eb.fn.coalesce(eb.val(slot<string | null>(4)), eb.ref('last_activity_time')),
+        }))
+        .where('hub_id', '=', slot(0))
+        .where('device_id', '=', slot(1)),
+    ),
+  };
 }

@@ -8,6 +8,7 @@ import type {
   RegistrationRecord,
 } from '../../provisioning/model.ts';
 import type { WriteResult } from '../ports.ts';
+import type { Database } from './schema.ts';
 import type {
   CreateResult,
   ExpectedEtag,
@@ -79,8 +80,8 @@ export type ProvisioningTables = {
   dps_operations: DpsOperationsTable;
 };
 
-type Db = Kysely<ProvisioningTables>;
-type Tx = Transaction<ProvisioningTables>;
+type Db = Kysely<Database & ProvisioningTables>;
+type Tx = Transaction<Database & ProvisioningTables>;
 
 const MAX_PAGE = 1000;
 
@@ -173,7 +174,7 @@ export class KyselyProvisioningStore implements ProvisioningStore {
   private readonly db: Db;
 
   /** `db` is the shared store database; the provisioning tables are attached to its type here. */
-  constructor(db: Kysely<object>) {
+  constructor(db: Kysely<Database>) {
     this.db = db.withTables<ProvisioningTables>();
   }
 

@@ -1,6 +1,7 @@
 import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import type { Dialect } from '../ports.ts';
 import { hubMigration } from './0001_hub.ts';
+import { provisioningMigration } from './0002_provisioning.ts';
 
 /**
  * One numbered step of the schema. Every module appends its own file (`0002_provisioning.ts`, ...) to
@@ -15,7 +16,7 @@ export interface StoreMigration {
 }
 
 /** Every migration, in order. Append only: never rename, reorder or edit a released migration. */
-export const migrations: readonly StoreMigration[] = [hubMigration];
+export const migrations: readonly StoreMigration[] = [hubMigration, provisioningMigration];
 
 /** Names of the tables that record the migration history (kept apart from any other Kysely user's). */
 export const MIGRATION_TABLE = 'homing_migration';
