@@ -2,7 +2,7 @@
  * The one error catalogue of Homing. Every error a client can see has a symbolic name, an HTTP status and a
  * six-digit code (HTTP status x 1000 + sub-code, the IoT Hub / DPS convention). Transports map a HomingError to
  * their wire shape in exactly one place each (transport/http/errors.ts, transport/mqtt/errors.ts).
- * docs/errors.md lists the same table; test/core/errors.test.ts keeps the two in sync.
+ * docs/errors.md lists the same table; test/core/errors-doc.test.ts keeps the two in sync.
  */
 export interface ErrorDef {
   readonly status: number;

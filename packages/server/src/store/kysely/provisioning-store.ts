@@ -8,6 +8,7 @@ import type {
   RegistrationRecord,
 } from '../../provisioning/model.ts';
 import type { WriteResult } from '../ports.ts';
+import { PreparedQuery, slot } from './prepared.ts';
 import type { Database } from './schema.ts';
 import type {
   CreateResult,
@@ -166,16 +167,40 @@ const INSTANCE_COLS = ['doc', 'etag'] as const;
 const DOC_COLS = ['doc', 'etag'] as const;
 const OP_COLS = ['doc', 'status', 'version'] as const;
 
+/** The point reads of the device hot path (register, status polls), compiled once (see PreparedQuery). */
+function prepareQueries(db: Db) {
+  return {
+    instanceByIdScope: new PreparedQuery(db.selectFrom('dps_instances').select(INSTANCE_COLS).where('id_scope', '=', slot(0))),
+    enrollment: new PreparedQuery(db.selectFrom('dps_enrollments').select(DOC_COLS).where('instance', '=', slot(0)).where('registration_key', '=', slot(1))),
+    group: new PreparedQuery(db.selectFrom('dps_enrollment_groups').select(DOC_COLS).where('instance', '=', slot(0)).where('group_key', '=', slot(1))),
+    registration: new PreparedQuery(db.selectFrom('dps_registrations').select(DOC_COLS).where('instance', '=', slot(0)).where('registration_key', '=', slot(1))),
+    operation: new PreparedQuery(db.selectFrom('dps_operations').select(OP_COLS).where('instance', '=', slot(0)).where('operation_id', '=', slot(1))),
+    inFlight: new PreparedQuery(
+      db
+        .selectFrom('dps_operations')
+        .select(OP_COLS)
+        .where('instance', '=', slot(0))
+        .where('registration_key', '=', slot(1))
+        .where('status', '=', 'assigning'),
+    ),
+  };
+}
+
 /**
  * ProvisioningStore on Kysely: one code path for SQLite (better-sqlite3) and PostgreSQL. Every query names its
- * columns (no `select *`), so prepared statements survive later migrations that add columns.
+ * columns (no `select *`), so prepared statements survive later migrations that add columns. The point reads of the
+ * device hot path are compiled once; compare-and-set writes are one UPDATE/DELETE with the expected etag or version
+ * in the WHERE clause, and only when it changed nothing does a primary-key read tell 'not-found' from
+ * 'precondition-failed'.
  */
 export class KyselyProvisioningStore implements ProvisioningStore {
   private readonly db: Db;
+  private readonly q: ReturnType<typeof prepareQueries>;
 
   /** `db` is the shared store database; the provisioning tables are attached to its type here. */
   constructor(db: Kysely<Database>) {
     this.db = db.withTables<ProvisioningTables>();
+    this.q = prepareQueries(this.db);
   }
 
   // ---- instances -------------------------------------------------------------------------------------------
@@ -186,7 +211,7 @@ export class KyselyProvisioningStore implements ProvisioningStore {
   }
 
   async getInstanceByIdScope(idScope: string): Promise<ProvisioningInstance | undefined> {
-    const r = await this.db.selectFrom('dps_instances').select(INSTANCE_COLS).where('id_scope', '=', idScope).executeTakeFirst();
+    const r = (await this.db.executeQuery(this.q.instanceByIdScope.bind([idScope]))).rows[0];
     return r ? parseInstance(r) : undefined;
   }
 
@@ -220,12 +245,7 @@ export class KyselyProvisioningStore implements ProvisioningStore {
   // ---- individual enrollments ------------------------------------------------------------------------------
 
   async getIndividualEnrollment(instance: string, registrationId: string): Promise<IndividualEnrollment | undefined> {
-    const r = await this.db
-      .selectFrom('dps_enrollments')
-      .select(DOC_COLS)
-      .where('instance', '=', instance)
-      .where('registration_key', '=', key(registrationId))
-      .executeTakeFirst();
+    const r = (await this.db.executeQuery(this.q.enrollment.bind([instance, key(registrationId)]))).rows[0];
     return r ? parseEnrollment(r) : undefined;
   }
 
@@ -299,12 +319,7 @@ export class KyselyProvisioningStore implements ProvisioningStore {
   // ---- enrollment groups -----------------------------------------------------------------------------------
 
   async getEnrollmentGroup(instance: string, enrollmentGroupId: string): Promise<EnrollmentGroup | undefined> {
-    const r = await this.db
-      .selectFrom('dps_enrollment_groups')
-      .select(DOC_COLS)
-      .where('instance', '=', instance)
-      .where('group_key', '=', key(enrollmentGroupId))
-      .executeTakeFirst();
+    const r = (await this.db.executeQuery(this.q.group.bind([instance, key(enrollmentGroupId)]))).rows[0];
     return r ? parseGroup(r) : undefined;
   }
 
@@ -372,12 +387,7 @@ export class KyselyProvisioningStore implements ProvisioningStore {
   // ---- registration records --------------------------------------------------------------------------------
 
   async getRegistration(instance: string, registrationId: string): Promise<RegistrationRecord | undefined> {
-    const r = await this.db
-      .selectFrom('dps_registrations')
-      .select(DOC_COLS)
-      .where('instance', '=', instance)
-      .where('registration_key', '=', key(registrationId))
-      .executeTakeFirst();
+    const r = (await this.db.executeQuery(this.q.registration.bind([instance, key(registrationId)]))).rows[0];
     return r ? parseRecord(r) : undefined;
   }
 
@@ -444,23 +454,12 @@ export class KyselyProvisioningStore implements ProvisioningStore {
   // ---- registration operations -----------------------------------------------------------------------------
 
   async getOperation(instance: string, operationId: string): Promise<RegistrationOperation | undefined> {
-    const r = await this.db
-      .selectFrom('dps_operations')
-      .select(OP_COLS)
-      .where('instance', '=', instance)
-      .where('operation_id', '=', operationId)
-      .executeTakeFirst();
+    const r = (await this.db.executeQuery(this.q.operation.bind([instance, operationId]))).rows[0];
     return r ? parseOperation(r) : undefined;
   }
 
   async findInFlightOperation(instance: string, registrationId: string): Promise<RegistrationOperation | undefined> {
-    const r = await this.db
-      .selectFrom('dps_operations')
-      .select(OP_COLS)
-      .where('instance', '=', instance)
-      .where('registration_key', '=', key(registrationId))
-      .where('status', '=', 'assigning')
-      .executeTakeFirst();
+    const r = (await this.db.executeQuery(this.q.inFlight.bind([instance, key(registrationId)]))).rows[0];
     return r ? parseOperation(r) : undefined;
   }
 
