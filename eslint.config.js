@@ -24,6 +24,12 @@ export default tseslint.config(
     },
   },
   {
+    // Plain CommonJS scripts that drive the official Azure SDKs the way their users write them.
+    files: ['**/*.cjs'],
+    languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', module: 'writable', __dirname: 'readonly' } },
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
+  {
     files: ['packages/server/src/config/**', 'packages/*/test/**', 'bench/**', 'scripts/**', 'packages/cli/**'],
     rules: { 'no-restricted-syntax': 'off' },
   },

@@ -1,4 +1,4 @@
-import { X509Certificate, createHash } from 'node:crypto';
+import { createHash, type X509Certificate } from 'node:crypto';
 import { HomingError } from '../core/errors.ts';
 import { isoTime, NEVER, type Clock, type IdSource } from '../core/clock.ts';
 import { isPlainObject, type JsonObject, type JsonValue } from '../core/json.ts';
