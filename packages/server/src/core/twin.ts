@@ -13,13 +13,18 @@ export function emptySection(nowIso: string, desired: boolean): PropertySection 
   return { props: {}, version: 1, metadata };
 }
 
+function hasControlChar(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) < 0x20) return true;
+  return false;
+}
+
 /** Validates property names: no '.', ' ', '$' anywhere, not empty, at most 1 KiB. Null values are allowed (deletes). */
 export function validateTwinPatch(patch: JsonValue, what: string): asserts patch is JsonObject {
   if (!isPlainObject(patch)) throw new HomingError('InvalidJson', `${what} must be a JSON object.`);
   const walk = (o: JsonObject, depth: number): void => {
     if (depth > TWIN_MAX_DEPTH) throw new HomingError('TwinTooDeep', `${what} nests deeper than ${TWIN_MAX_DEPTH} levels.`);
     for (const [k, v] of Object.entries(o)) {
-      if (k.length === 0 || k.length > MAX_KEY_LENGTH || /[.$ ]/.test(k) || /[\u0000-\u001f]/.test(k)) {
+      if (k.length === 0 || k.length > MAX_KEY_LENGTH || /[.$ ]/.test(k) || hasControlChar(k)) {
         throw new HomingError('InvalidTwinPropertyName', `${what} has an invalid property name ${JSON.stringify(k.slice(0, 64))}.`);
       }
       if (isPlainObject(v)) walk(v, depth + 1);
