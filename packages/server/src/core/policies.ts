@@ -33,12 +33,18 @@ export function authorizePolicySas<R extends string>(
   const policy = policies.find((p) => p.keyName === token.skn);
   if (!policy) throw fail();
   const sr = token.sr.toLowerCase();
-  const hostOk = hosts.some((h) => {
-    const host = h.toLowerCase();
-    return sr === host || sr.startsWith(`${host}/`);
-  });
+  const slash = sr.indexOf('/');
+  const srHost = stripPort(slash < 0 ? sr : sr.slice(0, slash));
+  const hostOk = hosts.some((h) => stripPort(h.toLowerCase()) === srHost);
   if (!hostOk) throw fail();
   if (!sasSignatureMatches(token, [policy.primaryKey, policy.secondaryKey])) throw fail();
   if (!policy.rights.includes(required)) throw fail();
   return policy;
+}
+
+/** `host:port` → `host` (IPv6 literals in brackets keep their brackets). */
+export function stripPort(h: string): string {
+  if (h.startsWith('[')) return h.slice(0, h.indexOf(']') + 1);
+  const i = h.lastIndexOf(':');
+  return i > 0 && h.indexOf(':') === i && /^\d+$/.test(h.slice(i + 1)) ? h.slice(0, i) : h;
 }

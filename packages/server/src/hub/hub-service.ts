@@ -3,7 +3,7 @@ import { HomingError } from '../core/errors.ts';
 import { isoTime, NEVER, type Clock, type IdSource } from '../core/clock.ts';
 import { isPlainObject, type JsonObject, type JsonValue } from '../core/json.ts';
 import { parseSas, sasSignatureMatches } from '../core/sas.ts';
-import { authorizePolicySas, SAS_SKEW_SECONDS, type HubRight, type SharedAccessPolicy } from '../core/policies.ts';
+import { authorizePolicySas, SAS_SKEW_SECONDS, stripPort, type HubRight, type SharedAccessPolicy } from '../core/policies.ts';
 import { applyTwinPatch, newTwin, type TwinPatch } from '../core/twin.ts';
 import type { HubStore, TwinRow, ConnectionUpdate } from '../store/ports.ts';
 import type { DeviceIdentity, TwinState } from './model.ts';
@@ -196,7 +196,8 @@ export class HubService {
   private disconnect(deviceId: string, reason: string): void {
     const conn = this.sessions.get(deviceId);
     if (conn) {
-      this.sessions.detach(conn);
+      // Record the state now; the transport's own disconnected() call for this connection is then a no-op.
+      this.disconnected(conn);
       conn.close(reason);
     }
   }
@@ -316,7 +317,8 @@ export class HubService {
         return device;
       }
       const sr = token.sr.toLowerCase();
-      const okResource = this.opts.hostNames.some((h) => sr === `${h.toLowerCase()}/devices/${deviceId.toLowerCase()}`);
+      const sep = sr.indexOf('/devices/');
+      const okResource = sep > 0 && sr.slice(sep) === `/devices/${deviceId.toLowerCase()}` && hostMatches(sr.slice(0, sep), this.opts.hostNames);
       if (!okResource || device.authentication.type !== 'sas') throw fail();
       const { primaryKey, secondaryKey } = device.authentication.symmetricKey;
       if (!sasSignatureMatches(token, [primaryKey, secondaryKey])) throw fail();
@@ -442,6 +444,12 @@ export class HubService {
 
 function credentialsChanged(a: DeviceIdentity, b: DeviceIdentity): boolean {
   return JSON.stringify(a.authentication) !== JSON.stringify(b.authentication);
+}
+
+/** True when `host` (optionally with a port) names one of `hostNames`; ports are ignored on both sides. */
+export function hostMatches(host: string, hostNames: readonly string[]): boolean {
+  const bare = stripPort(host.toLowerCase());
+  return hostNames.some((h) => stripPort(h.toLowerCase()) === bare);
 }
 
 export function normalizeEtag(v: string): string {

@@ -21,6 +21,11 @@ export class FrameGuard {
 
   constructor(private readonly maxRemainingLength: number) {}
 
+  /** True when the bytes fed so far end exactly at a packet boundary (no partial packet pending). */
+  atBoundary(): boolean {
+    return this.state === HEADER;
+  }
+
   /** Feeds the next chunk. After a verdict other than FRAME_OK the stream must be dropped. */
   feed(chunk: Buffer): FrameVerdict {
     let i = 0;

@@ -2,7 +2,7 @@ import { createServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from '../../observability/logger.ts';
 import type { Metrics } from '../../observability/metrics.ts';
-import { MqttConnection, type ConnectionHost } from './connection.ts';
+import { MqttConnection, SharedParser, type ConnectionHost } from './connection.ts';
 import type { MqttRealm } from './realm.ts';
 
 export { createHubRealm, type HubRealmOptions } from './hub/realm.ts';
@@ -48,6 +48,7 @@ export async function startMqttListener(o: MqttListenerOptions): Promise<MqttLis
   const connectTimeoutMs = o.connectTimeoutMs ?? 10_000;
 
   const host: ConnectionHost = {
+    parser: new SharedParser(),
     realms: [...o.realms],
     log,
     metrics: o.metrics,

@@ -53,7 +53,7 @@ export type PublishOutcome = undefined | { readonly close: string };
 
 /** The per-connection side of a realm. Methods must not throw for client mistakes; the transport closes on a throw. */
 export interface RealmSession {
-  /** Called right after CONNACK 0 was written. */
+  /** Called right after CONNACK 0 was written: from now on `MqttLink.publish` delivers. */
   opened?(): void;
   /** Returns the granted QoS per filter (0, 1, or 128 for a refused filter), in order. */
   subscribe(subscriptions: readonly ISubscription[]): number[];
@@ -73,7 +73,11 @@ export interface MqttLink {
   readonly metrics: Metrics | undefined;
   /** True once the connection is closing or closed; publishes are then dropped. */
   readonly closed: boolean;
-  /** Sends a PUBLISH. QoS 1 messages get a packet id; the client's PUBACK arrives at `RealmSession.puback`. */
+  /**
+   * Sends a PUBLISH. QoS 1 messages get a packet id; the client's PUBACK arrives at `RealmSession.puback`.
+   * Dropped unless the connection is open (CONNACK 0 sent, not closing): register a session with services that may
+   * publish to it in `RealmSession.opened`, not in `MqttRealm.connect`.
+   */
   publish(topic: string, payload: Buffer | string, qos?: 0 | 1): void;
   /** Closes the connection from the server side. */
   close(reason: string): void;

@@ -62,8 +62,8 @@ export function createHubRealm(hub: HubService, opts: HubRealmOptions = {}): Mqt
       }
       if (link.closed) return { ok: false, returnCode: CONNACK.serverUnavailable, reason: 'connection closed during authentication' };
       const { state, present } = persistent.open(req.clientId, req.clean);
+      // The session registers with the hub (taking over an older connection) once CONNACK is out: see opened().
       const session = new HubDeviceSession(deviceId, link, ctx, state);
-      hub.connected(session);
       return { ok: true, session, sessionPresent: present };
     },
   };

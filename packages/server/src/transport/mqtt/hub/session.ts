@@ -51,6 +51,11 @@ export class HubDeviceSession implements DeviceConnection, RealmSession, DeviceS
 
   // ------------------------------------------------------------------ RealmSession (device -> hub)
 
+  /** After CONNACK: only now may the hub send to this connection (methods, desired patches); it takes over. */
+  opened(): void {
+    this.realm.hub.connected(this);
+  }
+
   subscribe(subscriptions: readonly ISubscription[]): number[] {
     return subscriptions.map((s) => {
       const route = subscribeRouteFor(s.topic, this.deviceId);
