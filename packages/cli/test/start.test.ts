@@ -52,7 +52,10 @@ describe('homing start', () => {
     const p = await startHomingProcess(['--hub-hosts', `${a},${b}`]);
     started.push(p);
     const c = p.connection;
-    assert.deepEqual(Object.keys(c).filter((k) => k !== 'dps' && k !== 'portalUrl').sort(), ['caCertPath', 'hubs']);
+    assert.deepEqual(Object.keys(c).filter((k) => k !== 'portalUrl').sort(), ['caCertPath', 'dps', 'hubs']);
+    assert.deepEqual(Object.keys(c.dps).sort(), ['deviceHost', 'idScope', 'serviceConnectionString']);
+    assert.match(c.dps.idScope, /^0ne[0-9A-F]{8}$/i);
+    assert.match(c.dps.serviceConnectionString, new RegExp(`^HostName=${c.dps.deviceHost.replace(/\./g, '\\.')};SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=`));
     assert.equal(c.hubs.length, 2);
     for (const [i, h] of c.hubs.entries()) {
       assert.deepEqual(Object.keys(h).sort(), ['connectionString', 'hostName', 'httpsPort', 'mqttPort']);
@@ -74,7 +77,8 @@ describe('homing start', () => {
 
   it('stops gracefully on SIGINT and keeps all data and keys across a restart', async () => {
     const [a, b] = twoHosts();
-    const first = await startHomingProcess(['--hub-hosts', `${a},${b}`]);
+    const dpsHost = uniqueLoopback();
+    const first = await startHomingProcess(['--hub-hosts', `${a},${b}`, '--dps-host', dpsHost]);
     const hub = first.connection.hubs[0];
     assert.ok(hub);
     const ca = readFileSync(first.connection.caCertPath, 'utf8');
@@ -87,7 +91,7 @@ describe('homing start', () => {
     assert.equal(code, 0);
     assert.match(first.stdout(), /Homing stopped\./);
 
-    const second = await startHomingProcess(['--hub-hosts', `${a},${b}`], { dataDir: first.dataDir });
+    const second = await startHomingProcess(['--hub-hosts', `${a},${b}`, '--dps-host', dpsHost], { dataDir: first.dataDir });
     started.push(second);
     assert.deepEqual(second.connection, first.connection, 'same keys, same ports, same CA');
     const got = await call(hub.connectionString, ca, hub.httpsPort, 'GET', '/twins/keep-me?api-version=2021-04-12');
@@ -99,7 +103,7 @@ describe('homing start', () => {
     const [a, b] = twoHosts();
     const dir = mkdtempSync(join(tmpdir(), 'homing-nonroot-'));
     chmodSync(dir, 0o777);
-    const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--conditions=homing-source', '--import', 'tsx', CLI_SOURCE, 'start', '--data-dir', dir, '--hub-hosts', `${a},${b}`], {
+    const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--conditions=homing-source', '--import', 'tsx', CLI_SOURCE, 'start', '--data-dir', dir, '--hub-hosts', `${a},${b}`, '--dps-host', uniqueLoopback()], {
       cwd: REPO_ROOT,
       env: { ...process.env, HOMING_LOG_LEVEL: 'warn', HOME: dir, npm_config_cache: join(dir, '.npm'), TSX_TSCONFIG_PATH: join(REPO_ROOT, 'tsconfig.json') },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -124,6 +128,7 @@ describe('homing start', () => {
     const conn = JSON.parse(readFileSync(join(dir, 'connection.json'), 'utf8')) as { hubs: { httpsPort: number }[] };
     assert.equal(conn.hubs[0]?.httpsPort, 8443);
     assert.match(out, /HTTPS port 443 refused/);
+    assert.match(out, /provisioning service .*HTTPS port 443 refused/);
     assert.match(out, /dial port 443 only/);
     child.kill('SIGTERM');
     assert.equal(await new Promise<number | null>((resolve) => child.once('exit', resolve)), 0);

@@ -13,11 +13,31 @@ import { createHttpsApp } from './transport/http/app.ts';
 import { registerHubApi } from './transport/http/hub-api.ts';
 import { startMqttListener, createHubRealm, type MqttListener } from './transport/mqtt/listener.ts';
 import { buildSas } from './core/sas.ts';
+import { InstanceService, StoreInstanceResolver } from './provisioning/instances.ts';
+import { EnrollmentService, RegistrationRecordService } from './provisioning/enrollments.ts';
+import { RegistrationService } from './provisioning/registration.ts';
+import { InProcessHubClientFactory } from './provisioning/hub-client-inprocess.ts';
+import { RestHubClientFactory } from './provisioning/hub-client-rest.ts';
+import { routingHubClientFactory, type HubClientFactory } from './provisioning/hub-client.ts';
+import type { ProvisioningInstance } from './provisioning/model.ts';
+import { registerDpsServiceApi } from './transport/http/dps-service-api.ts';
+import { registerDpsDeviceApi } from './transport/http/dps-device-api.ts';
 
 /** What `homing start` writes to DIR/connection.json so scripts can drive it. */
 export interface ConnectionInfo {
   caCertPath: string;
   hubs: { hostName: string; mqttPort: number; httpsPort: number; connectionString: string }[];
+  dps: { idScope: string; deviceHost: string; serviceConnectionString: string };
+}
+
+export interface RunningDps {
+  instance: ProvisioningInstance;
+  http: FastifyInstance;
+  httpsPort: number;
+  admin: InstanceService;
+  enrollments: EnrollmentService;
+  registration: RegistrationService;
+  hubClients: HubClientFactory;
 }
 
 export interface RunningHub {
@@ -34,6 +54,7 @@ export interface RunningHoming {
   store: OpenedStore;
   pki: DevPki;
   hubs: RunningHub[];
+  dps: RunningDps;
   metrics: Metrics;
   connectionInfo: ConnectionInfo;
   /** Ports that could not be bound and were replaced, with the reason. */
@@ -63,12 +84,13 @@ export async function startHoming(config: Readonly<HomingConfig>, deps: StartDep
   const clock = deps.clock ?? systemClock;
   const ids = deps.ids ?? realIds;
   const metrics = new Metrics({ defaultMetrics: true });
-  const sans = ['localhost', '127.0.0.1', ...config.hubs.flatMap((h) => [h.hostName, h.bindAddress]), ...config.extraSans];
+  const sans = ['localhost', '127.0.0.1', config.dps.hostName, config.dps.bindAddress, ...config.hubs.flatMap((h) => [h.hostName, h.bindAddress]), ...config.extraSans];
   const pki = await ensureDevPki(config.dataDir, sans);
   const tls = { cert: pki.serverCertPem, key: pki.serverKeyPem };
   const store = await openStore(config.store, { onPoolError: (err) => log.warn({ err }, "database pool error") });
   const fallbacks: string[] = [];
   const hubs: RunningHub[] = [];
+  let dps: RunningDps | undefined;
   const flushTimer = setInterval(() => {
     for (const h of hubs) h.service.flushActivity().catch((err: unknown) => log.warn({ err, hub: h.config.hostName }, 'flushing connection state failed'));
   }, 5_000);
@@ -76,6 +98,10 @@ export async function startHoming(config: Readonly<HomingConfig>, deps: StartDep
 
   const stop = async (): Promise<void> => {
     clearInterval(flushTimer);
+    if (dps) {
+      await dps.http.close().catch(() => undefined);
+      dps.hubClients.close();
+    }
     for (const h of hubs) {
       h.service.close();
       await Promise.allSettled([h.mqtt.close(), h.http.close()]);
@@ -118,10 +144,12 @@ export async function startHoming(config: Readonly<HomingConfig>, deps: StartDep
       }
       hubs.push({ config: hc, service, http, mqtt, httpsPort, mqttPort: mqtt.address().port });
     }
+    dps = await startProvisioning(config, { store, tls, log, metrics, clock, ids, hubs, caPem: pki.caCertPem, fallbacks });
   } catch (e) {
     await stop().catch(() => undefined);
     throw e;
   }
+  const running = dps;
 
   const connectionInfo: ConnectionInfo = {
     caCertPath: pki.caCertPath,
@@ -134,9 +162,17 @@ export async function startHoming(config: Readonly<HomingConfig>, deps: StartDep
         connectionString: owner ? `HostName=${h.config.hostName};SharedAccessKeyName=${owner.keyName};SharedAccessKey=${owner.primaryKey}` : '',
       };
     }),
+    dps: (() => {
+      const owner = running.instance.policies.find((p) => p.keyName === 'provisioningserviceowner') ?? running.instance.policies[0];
+      return {
+        idScope: running.instance.idScope,
+        deviceHost: config.dps.hostName,
+        serviceConnectionString: owner ? `HostName=${config.dps.hostName};SharedAccessKeyName=${owner.keyName};SharedAccessKey=${owner.primaryKey}` : '',
+      };
+    })(),
   };
   await writeFile(join(config.dataDir, 'connection.json'), `${JSON.stringify(connectionInfo, null, 2)}\n`, { mode: 0o600 });
-  return { config, store, pki, hubs, metrics, connectionInfo, fallbacks, stop };
+  return { config, store, pki, hubs, dps: running, metrics, connectionInfo, fallbacks, stop };
 }
 
 /** A service SAS for a hub policy, for scripts and tests. */
@@ -144,4 +180,62 @@ export function hubServiceSas(hub: RunningHub, keyName = 'iothubowner', ttlSecon
   const p = hub.config.policies.find((x) => x.keyName === keyName);
   if (!p) throw new Error(`no policy ${keyName}`);
   return buildSas({ sr: hub.config.hostName, keyBase64: p.primaryKey, keyName, expirySeconds: Math.floor(Date.now() / 1000) + ttlSeconds });
+}
+
+interface ProvisioningDeps {
+  store: OpenedStore;
+  tls: { cert: string; key: string };
+  log: Logger;
+  metrics: Metrics;
+  clock: Clock;
+  ids: IdSource;
+  hubs: readonly RunningHub[];
+  caPem: string;
+  fallbacks: string[];
+}
+
+/**
+ * The provisioning service (DPS role): the default instance with this process's hubs linked, the DPS service API
+ * and the device runtime API on one HTTPS listener (their paths do not overlap).
+ */
+async function startProvisioning(config: Readonly<HomingConfig>, d: ProvisioningDeps): Promise<RunningDps> {
+  const pstore = d.store.provisioning;
+  const resolver = new StoreInstanceResolver({ store: pstore, clock: d.clock });
+  const admin = new InstanceService({ store: pstore, ids: d.ids, onChange: () => resolver.invalidate() });
+  const linked = d.hubs.map((h) => {
+    const owner = h.config.policies.find((p) => p.rights.includes('RegistryWrite') && p.rights.includes('ServiceConnect'));
+    if (!owner) throw new Error(`hub ${h.config.hostName} has no policy with RegistryWrite and ServiceConnect`);
+    return { name: h.config.hostName, connectionString: `HostName=${h.config.hostName};SharedAccessKeyName=${owner.keyName};SharedAccessKey=${owner.primaryKey}`, location: 'local' };
+  });
+  const { instance: first } = await admin.ensureInstance({ name: config.dps.instanceName, serviceHostNames: [config.dps.hostName], linkedHubs: linked });
+  // Hubs added to the configuration after the instance was created are linked now; a changed key is updated.
+  for (const l of linked) {
+    const have = first.linkedHubs.find((x) => x.name.toLowerCase() === l.name.toLowerCase());
+    if (!have) await admin.linkHub(first.name, l.name, { connectionString: l.connectionString, location: l.location });
+    else if (have.connectionString !== l.connectionString) await admin.updateLinkedHub(first.name, l.name, { connectionString: l.connectionString });
+  }
+  const instance = await admin.getInstance(first.name);
+  const inProcess = new InProcessHubClientFactory(d.hubs.map((h) => h.service), d.clock);
+  const hubClients = routingHubClientFactory([
+    { claims: (h) => inProcess.has(h), factory: inProcess },
+    { claims: () => true, factory: new RestHubClientFactory({ clock: d.clock, ca: d.caPem }) },
+  ]);
+  const enrollments = new EnrollmentService({ store: pstore, clock: d.clock, ids: d.ids });
+  const records = new RegistrationRecordService({ store: pstore });
+  const registration = new RegistrationService({ store: pstore, hubs: hubClients, clock: d.clock, ids: d.ids, logger: d.log });
+  const http = createHttpsApp({ tls: d.tls, logger: d.log, metrics: d.metrics, errorFlavor: 'dps', api: 'dps', bodyLimit: 128 * 1024 });
+  registerDpsServiceApi(http, { instances: resolver, enrollments, registrations: records, admin, clock: d.clock });
+  registerDpsDeviceApi(http, { registration, responseBudgetMs: config.dps.responseBudgetMs });
+  let httpsPort = config.dps.httpsPort;
+  try {
+    await http.listen({ host: config.dps.bindAddress, port: httpsPort });
+  } catch (e) {
+    if (!isPrivilegedRefusal(e)) throw e;
+    httpsPort = config.fallbackHttpsPort;
+    d.fallbacks.push(`provisioning service ${config.dps.hostName}: HTTPS port ${config.dps.httpsPort} refused (${(e as { code?: string }).code}); using ${httpsPort}`);
+    await http.listen({ host: config.dps.bindAddress, port: httpsPort });
+  }
+  const addr = http.server.address();
+  if (addr && typeof addr === 'object') httpsPort = addr.port;
+  return { instance, http, httpsPort, admin, enrollments, registration, hubClients };
 }

@@ -5,6 +5,7 @@ import { parsePort } from '../main.ts';
 interface StartFlags {
   dataDir?: string;
   hubHosts?: string;
+  dpsHost?: string;
   mqttPort?: number;
   httpsPort?: number;
   databaseUrl?: string;
@@ -19,6 +20,11 @@ export function describe(run: RunningHoming): string {
   lines.push(`  store          : ${run.config.store.dialect === 'sqlite' ? `embedded SQLite (${run.config.store.sqlitePath})` : 'PostgreSQL'}`);
   lines.push(`  dev CA         : ${run.connectionInfo.caCertPath}`);
   lines.push(`                   trust it with NODE_EXTRA_CA_CERTS=${run.connectionInfo.caCertPath}`);
+  const dps = run.connectionInfo.dps;
+  lines.push(`  provisioning service (DPS) ${dps.deviceHost}`);
+  lines.push(`    id scope            : ${dps.idScope}`);
+  lines.push(`    device endpoint     : https://${dps.deviceHost}:${run.dps.httpsPort} (provisioning host "${dps.deviceHost}")`);
+  lines.push('    service connection string: see connection.json (it holds the provisioningserviceowner key)');
   for (const h of run.connectionInfo.hubs) {
     lines.push(`  hub ${h.hostName}`);
     lines.push(`    MQTT (devices)      : mqtts://${h.hostName}:${h.mqttPort}`);
@@ -40,6 +46,7 @@ export function startCommand(): Command {
     .description('run Homing: every role in one process, on the embedded store unless a database URL is given')
     .option('--data-dir <dir>', 'data directory (store, dev TLS, connection.json)', '.homing')
     .option('--hub-hosts <list>', 'comma-separated hub host names or loopback addresses', '127.0.0.2,127.0.0.3')
+    .option('--dps-host <host>', 'host name or loopback address of the provisioning service', '127.0.0.1')
     .addOption(new Option('--mqtt-port <port>', 'MQTT/TLS port of every hub').argParser(parsePort).default(8883))
     .addOption(new Option('--https-port <port>', 'HTTPS port of every hub (the official service SDKs dial 443 only)').argParser(parsePort).default(443))
     .option('--database-url <url>', 'PostgreSQL URL (default: embedded SQLite; env HOMING_DATABASE_URL)')
@@ -48,6 +55,7 @@ export function startCommand(): Command {
       const config = await loadStartConfig({
         ...(flags.dataDir ? { dataDir: flags.dataDir } : {}),
         ...(flags.hubHosts ? { hubHosts: flags.hubHosts.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
+        ...(flags.dpsHost ? { dpsHost: flags.dpsHost } : {}),
         ...(flags.mqttPort !== undefined ? { mqttPort: flags.mqttPort } : {}),
         ...(flags.httpsPort !== undefined ? { httpsPort: flags.httpsPort } : {}),
         ...(flags.databaseUrl ? { databaseUrl: flags.databaseUrl } : {}),

@@ -12,10 +12,23 @@ export interface HubConfig {
   policies: SharedAccessPolicy<HubRight>[];
 }
 
+/** The provisioning service (DPS role). */
+export interface DpsConfig {
+  /** Instance name (service host label). */
+  instanceName: string;
+  /** Host name devices pass as provisioning host and the service SDKs use as HostName. */
+  hostName: string;
+  bindAddress: string;
+  httpsPort: number;
+  /** How long a register waits for its assignment before answering 202 (ms). */
+  responseBudgetMs: number;
+}
+
 export interface HomingConfig {
   dataDir: string;
   store: StoreConfig;
   hubs: HubConfig[];
+  dps: DpsConfig;
   /** Extra host names and addresses for the dev server certificate. */
   extraSans: string[];
   logLevel: string;
@@ -74,5 +87,10 @@ export function validateConfig(c: HomingConfig): Readonly<HomingConfig> {
       throw new Error(`config: hub ${h.hostName} needs a policy with RegistryWrite and ServiceConnect`);
     }
   }
+  if (!HOST_RE.test(c.dps.hostName)) throw new Error('config: dps.hostName is not a host name');
+  if (names.has(c.dps.hostName.toLowerCase()) && c.hubs.some((h) => h.bindAddress === c.dps.bindAddress && h.httpsPort === c.dps.httpsPort)) {
+    throw new Error('config: the provisioning service and a hub cannot share one HTTPS address and port');
+  }
+  if (!Number.isInteger(c.dps.httpsPort) || c.dps.httpsPort < 0 || c.dps.httpsPort > 65535) throw new Error(`config: dps.httpsPort is invalid`);
   return Object.freeze(structuredClone(c));
 }

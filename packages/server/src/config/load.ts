@@ -10,6 +10,8 @@ export interface StartOptions {
   hubHosts?: string[];
   mqttPort?: number;
   httpsPort?: number;
+  /** Provisioning service host name or loopback address. Default 127.0.0.1. */
+  dpsHost?: string;
   /** PostgreSQL URL; when absent the embedded SQLite store in the data directory is used. */
   databaseUrl?: string;
   logLevel?: string;
@@ -33,6 +35,13 @@ export async function loadStartConfig(opts: StartOptions, env: HomingEnv = readE
       httpsPort: opts.httpsPort ?? 443,
       policies: state.hubs[hostName.toLowerCase()]?.policies ?? [],
     })),
+    dps: {
+      instanceName: 'homing',
+      hostName: opts.dpsHost ?? '127.0.0.1',
+      bindAddress: isIP(opts.dpsHost ?? '127.0.0.1') ? (opts.dpsHost ?? '127.0.0.1') : '127.0.0.1',
+      httpsPort: opts.httpsPort ?? 443,
+      responseBudgetMs: 100,
+    },
     extraSans: [],
     logLevel: opts.logLevel ?? env.logLevel ?? 'info',
     fallbackHttpsPort: 8443,

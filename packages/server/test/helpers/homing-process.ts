@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { uniqueLoopback } from './ids.ts';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
 export const CLI_SOURCE = join(REPO_ROOT, 'packages/cli/src/run.ts');
@@ -10,6 +11,7 @@ export const CLI_SOURCE = join(REPO_ROOT, 'packages/cli/src/run.ts');
 export interface ConnectionJson {
   caCertPath: string;
   hubs: { hostName: string; mqttPort: number; httpsPort: number; connectionString: string }[];
+  dps: { idScope: string; deviceHost: string; serviceConnectionString: string };
   [k: string]: unknown;
 }
 
@@ -28,7 +30,11 @@ export interface HomingProcess {
 /** Runs `homing start` from source in a child process, exactly as a user would, and waits until it is ready. */
 export async function startHomingProcess(args: string[], opts: { dataDir?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<HomingProcess> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'homing-test-'));
-  const child = spawn(process.execPath, ['--conditions=homing-source', '--import', 'tsx', CLI_SOURCE, 'start', '--data-dir', dataDir, ...args], {
+  // Every test server gets its own loopback addresses (ports 443/8883 are fixed by the SDKs).
+  const full = [...args];
+  if (!full.includes('--dps-host')) full.push('--dps-host', uniqueLoopback());
+  if (!full.includes('--hub-hosts')) full.push('--hub-hosts', `${uniqueLoopback()},${uniqueLoopback()}`);
+  const child = spawn(process.execPath, ['--conditions=homing-source', '--import', 'tsx', CLI_SOURCE, 'start', '--data-dir', dataDir, ...full], {
     cwd: REPO_ROOT,
     env: { ...process.env, HOMING_LOG_LEVEL: 'warn', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
