@@ -14,8 +14,11 @@ export class ManualClock implements Clock {
   }
 }
 
-/** A unique 127.x.y.z address for a test server (Linux routes the whole 127/8 block to loopback). */
+/**
+ * A random 127.x.y.z address for a test server (Linux routes the whole 127/8 block to loopback). The second octet
+ * is 10..249, so these never collide with 127.0.0.x, which `homing start` uses by default.
+ */
 export function uniqueLoopback(): string {
-  const n = (process.pid * 7919 + Math.floor(Math.random() * 1e6)) % (250 * 250);
-  return `127.${10 + Math.floor(n / 250)}.${1 + (n % 250)}.${1 + Math.floor(Math.random() * 250)}`;
+  const b = randomBytes(3);
+  return `127.${10 + ((b[0] ?? 0) % 240)}.${1 + ((b[1] ?? 0) % 254)}.${1 + ((b[2] ?? 0) % 254)}`;
 }
