@@ -35,6 +35,8 @@ export interface AllocationContext {
   hubs: readonly LinkedHub[];
   /** Hub names the enrollment lists that are not linked (stale references), for error messages. */
   unlinked: readonly string[];
+  /** True when the enrollment lists hubs (false: `hubs` is every linked hub). */
+  listed: boolean;
 }
 
 export type AllocationDecision =
@@ -79,7 +81,7 @@ export function candidateHubs(enrollment: AllocationEnrollment, instance: Alloca
 
 export function allocationContext(registrationId: string, enrollment: AllocationEnrollment, instance: AllocationInstance): AllocationContext {
   const { hubs, unlinked } = candidateHubs(enrollment, instance);
-  return { registrationId, policy: selectPolicy(enrollment, instance), hubs, unlinked };
+  return { registrationId, policy: selectPolicy(enrollment, instance), hubs, unlinked, listed: listedHubs(enrollment) !== undefined };
 }
 
 /** Hubs that take part in hashed / geoLatency allocation (§3.1 step 3). */
@@ -136,6 +138,7 @@ const hashed: Allocator = (ctx) => {
 
 /** Static: the one hub the enrollment names wins, whatever its weight or applyAllocationPolicy flag (§3.4). */
 const staticPolicy: Allocator = (ctx) => {
+  if (!ctx.listed) return noHub(ctx, 'the static policy needs exactly one hub on the enrollment');
   if (ctx.hubs.length + ctx.unlinked.length > 1) return noHub(ctx, 'the static policy needs exactly one hub on the enrollment');
   const hub = ctx.hubs[0];
   if (!hub) return noHub(ctx, ctx.unlinked.length > 0 ? 'the static hub is not linked' : 'the static policy needs exactly one hub on the enrollment');

@@ -36,16 +36,28 @@ export function sameRegistrationId(a: string, b: string): boolean {
 }
 
 /**
- * The hub device id of an assignment (§2.7): a group device gets its registration id as it presented it; an
- * individual enrollment uses its `deviceId`, else the registration id.
+ * The hub device id of an assignment (§2.7). A group device gets its registration id; an individual enrollment uses
+ * its `deviceId`, else its registration id. Hub device ids are case-sensitive while registration ids are not, so a
+ * group device keeps the device id of its earlier registration through the same group (`Dev-A` then `dev-a` stays
+ * one hub device); on its first registration the id is taken as the device presented it.
  */
 export function assignedDeviceId(
-  match: { kind: 'group' } | { kind: 'individual'; enrollment: { deviceId?: string | undefined } },
+  match: { kind: 'group'; enrollmentGroupId: string } | { kind: 'individual'; enrollment: { registrationId: string; deviceId?: string | undefined } },
   presentedRegistrationId: string,
+  prior?: { deviceId?: string | undefined; enrollment: { kind: 'individual'; registrationId: string } | { kind: 'group'; enrollmentGroupId: string } },
 ): string {
   if (match.kind === 'individual') {
     const d = match.enrollment.deviceId;
-    if (d !== undefined && d.length > 0) return d;
+    return d !== undefined && d.length > 0 ? d : match.enrollment.registrationId;
+  }
+  const p = prior?.deviceId;
+  if (
+    p !== undefined &&
+    prior?.enrollment.kind === 'group' &&
+    registrationKey(prior.enrollment.enrollmentGroupId) === registrationKey(match.enrollmentGroupId) &&
+    sameRegistrationId(p, presentedRegistrationId)
+  ) {
+    return p;
   }
   return presentedRegistrationId;
 }

@@ -68,7 +68,7 @@ export class InProcessHubClient implements HubClient {
     if (denied) return hubFail(denied);
     try {
       for (let attempt = 0; attempt < 4; attempt++) {
-        const existing = await this.hub.findDevice(req.deviceId);
+        const existing = attempt === 0 && req.likelyNew === true ? undefined : await this.hub.findDevice(req.deviceId);
         if (existing === undefined) {
           try {
             const twin = req.initialTwin === undefined ? undefined : twinInit(req.initialTwin);

@@ -162,7 +162,7 @@ export class RestHubClient implements HubClient {
 
   async provisionDevice(req: ProvisionDeviceRequest): Promise<HubResult<ProvisionDeviceResult>> {
     for (let attempt = 0; attempt < 4; attempt++) {
-      const existing = await this.getRawDevice(req.deviceId);
+      const existing: HubResult<JsonObject | undefined> = attempt === 0 && req.likelyNew === true ? hubOk(undefined) : await this.getRawDevice(req.deviceId);
       if (!existing.ok) return existing;
       const prev = existing.value;
       if (prev === undefined) {

@@ -84,6 +84,11 @@ export interface ProvisionDeviceRequest {
    * re-registration to the same hub leaves tags and desired properties untouched.
    */
   initialTwin?: InitialTwinContent | undefined;
+  /**
+   * A hint: the device is probably not on the hub yet (no earlier assignment known), so try the create first and
+   * skip the read. The result is the same either way.
+   */
+  likelyNew?: boolean;
 }
 
 export interface ProvisionDeviceResult {

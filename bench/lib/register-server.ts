@@ -1,0 +1,178 @@
+/**
+ * Server child of bench/register.ts. argv[2] = JSON config:
+ *   { mode: 'homing' | 'bare', store?: 'sqlite' | 'postgres', dir: string, postgresUrl?: string, budgetMs?: number }
+ * - homing: the DPS device API (the real RegistrationService, 2 in-process hubs, hashed group enrollment) on TLS
+ *   (ECDSA P-256) at 127.0.0.1:0, with a SQLite file in `dir` or a fresh PostgreSQL schema.
+ * - bare: a plain node:https server on the same certificate answering every request with a fixed JSON body.
+ * IPC: sends {type:'ready', port, ca, idScope, groupKey}; answers {type:'cpu'} with process.cpuUsage(),
+ * {type:'stats'} with stored counts and sizes, {type:'stop'} by closing and exiting.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { existsSync, statSync } from 'node:fs';
+import { createServer, type Server } from 'node:https';
+import { join } from 'node:path';
+import { sql } from 'kysely';
+import { isoTime, systemClock, type IdSource } from '../../packages/server/src/core/clock.ts';
+import type { HubRight, SharedAccessPolicy } from '../../packages/server/src/core/policies.ts';
+import { HubService } from '../../packages/server/src/hub/hub-service.ts';
+import { silentLogger } from '../../packages/server/src/observability/logger.ts';
+import { InProcessHubClientFactory } from '../../packages/server/src/provisioning/hub-client-inprocess.ts';
+import { RegistrationService } from '../../packages/server/src/provisioning/registration.ts';
+import { openStore, type OpenedStore } from '../../packages/server/src/store/open.ts';
+import { createHttpsApp } from '../../packages/server/src/transport/http/app.ts';
+import { registerDpsDeviceApi } from '../../packages/server/src/transport/http/dps-device-api.ts';
+import { issueCertificate } from '../../packages/server/src/transport/tls/pki.ts';
+
+interface Config {
+  mode: 'homing' | 'bare';
+  store?: 'sqlite' | 'postgres';
+  dir: string;
+  postgresUrl?: string;
+  budgetMs?: number;
+}
+
+const cfg = JSON.parse(process.argv[2] ?? '{}') as Config;
+const ids: IdSource = { uuid: () => randomUUID(), bytes: (n) => randomBytes(n) };
+const send = (m: Record<string, unknown>) => process.send?.(m);
+
+async function pki(): Promise<{ ca: string; cert: string; key: string }> {
+  const ca = await issueCertificate({ commonName: 'Homing Register Bench CA', isCA: true, pathLength: 1 });
+  const server = await issueCertificate({ commonName: 'localhost', sans: ['localhost', '127.0.0.1'], issuer: ca, usages: ['server'] });
+  return { ca: ca.certPem, cert: server.certPem, key: server.keyPem };
+}
+
+const FIXED_BODY = JSON.stringify({
+  operationId: '4.0123456789abcdef.00000000-0000-0000-0000-000000000000',
+  status: 'assigned',
+  registrationState: { registrationId: 'bench', assignedHub: 'hub-1.bench', deviceId: 'bench', status: 'assigned', substatus: 'initialAssignment' },
+});
+
+async function startBare(tls: { cert: string; key: string }): Promise<{ port: number; close: () => Promise<void> }> {
+  const server: Server = createServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, (req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(FIXED_BODY) });
+      res.end(FIXED_BODY);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  return { port, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+interface Homing {
+  port: number;
+  idScope: string;
+  groupKey: string;
+  store: OpenedStore;
+  instance: string;
+  schema: string | undefined;
+  close: () => Promise<void>;
+}
+
+async function startHoming(tls: { cert: string; key: string }): Promise<Homing> {
+  const schema = cfg.store === 'postgres' ? `bench_register_${randomBytes(4).toString('hex')}` : undefined;
+  const store =
+    cfg.store === 'postgres'
+      ? await openStore({ dialect: 'postgres', postgresUrl: cfg.postgresUrl!, postgresSchema: schema!, poolSize: 8 })
+      : await openStore({ dialect: 'sqlite', sqlitePath: join(cfg.dir, 'homing.db') });
+  const key = () => randomBytes(32).toString('base64');
+  const hubs: HubService[] = [];
+  const linked = [];
+  for (const name of ['hub-1.bench', 'hub-2.bench']) {
+    const owner: SharedAccessPolicy<HubRight> = { keyName: 'iothubowner', primaryKey: key(), secondaryKey: key(), rights: ['RegistryRead', 'RegistryWrite', 'ServiceConnect', 'DeviceConnect'] };
+    hubs.push(new HubService({ hubId: name, hostNames: [name], policies: [owner], store: store.hub, clock: systemClock, ids }));
+    linked.push({ name, connectionString: `HostName=${name};SharedAccessKeyName=iothubowner;SharedAccessKey=${owner.primaryKey}`, location: 'local', allocationWeight: 1, applyAllocationPolicy: true });
+  }
+  const idScope = `0ne${randomBytes(4).toString('hex').toUpperCase()}`;
+  const instance = 'bench';
+  const now = isoTime(Date.now());
+  await store.provisioning.createInstance({ name: instance, idScope, serviceHostNames: ['bench.local'], allocationPolicy: 'hashed', policies: [], linkedHubs: linked, etag: 'e' });
+  const groupKey = key();
+  await store.provisioning.createEnrollmentGroup(instance, {
+    enrollmentGroupId: 'bench-group',
+    attestation: { type: 'symmetricKey', symmetricKey: { primaryKey: groupKey, secondaryKey: key() } },
+    capabilities: { iotEdge: false },
+    initialTwin: { tags: { fleet: 'bench' }, properties: { desired: { interval: 60 } } },
+    provisioningStatus: 'enabled',
+    reprovisionPolicy: { updateHubAssignment: true, migrateDeviceData: true },
+    etag: 'g',
+    createdDateTimeUtc: now,
+    lastUpdatedDateTimeUtc: now,
+  });
+  const logger = silentLogger();
+  const service = new RegistrationService({ store: store.provisioning, hubs: new InProcessHubClientFactory(hubs, systemClock), clock: systemClock, ids, logger });
+  const app = createHttpsApp({ logger, errorFlavor: 'dps', api: 'dps-device', tls });
+  registerDpsDeviceApi(app, { registration: service, ...(cfg.budgetMs === undefined ? {} : { responseBudgetMs: cfg.budgetMs }) });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const port = (app.server.address() as { port: number }).port;
+  return {
+    port,
+    idScope,
+    groupKey,
+    store,
+    instance,
+    schema,
+    async close() {
+      await app.close();
+      await service.drain();
+      for (const h of hubs) h.close();
+      await store.close();
+    },
+  };
+}
+
+async function stats(h: Homing | undefined): Promise<Record<string, unknown>> {
+  if (!h) return {};
+  const registrations = await h.store.provisioning.countRegistrations(h.instance);
+  const byStatus = await sql<{ status: string; n: number }>`select status, count(*) as n from dps_operations group by status`.execute(h.store.db);
+  const devices = await sql<{ hub_id: string; n: number }>`select hub_id, count(*) as n from hub_devices group by hub_id`.execute(h.store.db);
+  let storeBytes = 0;
+  if (cfg.store === 'postgres') {
+    const r = await sql<{ bytes: string }>`select coalesce(sum(pg_total_relation_size(c.oid)), 0)::text as bytes
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = ${h.schema} and c.relkind in ('r', 'm')`.execute(h.store.db);
+    storeBytes = Number(r.rows[0]?.bytes ?? 0);
+  } else {
+    for (const f of ['homing.db', 'homing.db-wal', 'homing.db-shm']) {
+      const p = join(cfg.dir, f);
+      if (existsSync(p)) storeBytes += statSync(p).size;
+    }
+  }
+  return {
+    registrations,
+    operations: Object.fromEntries(byStatus.rows.map((r) => [r.status, Number(r.n)])),
+    hubDevices: Object.fromEntries(devices.rows.map((r) => [r.hub_id, Number(r.n)])),
+    storeBytes,
+  };
+}
+
+async function main(): Promise<void> {
+  const tls = await pki();
+  let homing: Homing | undefined;
+  let close: () => Promise<void>;
+  let ready: Record<string, unknown>;
+  if (cfg.mode === 'bare') {
+    const b = await startBare(tls);
+    close = b.close;
+    ready = { port: b.port };
+  } else {
+    homing = await startHoming(tls);
+    close = homing.close;
+    ready = { port: homing.port, idScope: homing.idScope, groupKey: homing.groupKey };
+  }
+  process.on('message', (m: unknown) => {
+    const msg = m as { type?: string };
+    if (msg.type === 'cpu') send({ type: 'cpu', usage: process.cpuUsage() });
+    else if (msg.type === 'stats') stats(homing).then((s) => send({ type: 'stats', ...s }), (e: unknown) => send({ type: 'stats', error: String(e) }));
+    else if (msg.type === 'stop') {
+      const drop = cfg.store === 'postgres' && homing?.schema ? sql`drop schema ${sql.id(homing.schema)} cascade`.execute(homing.store.db).then(() => undefined) : Promise.resolve();
+      drop.catch(() => undefined).then(() => close()).finally(() => process.exit(0));
+    }
+  });
+  send({ type: 'ready', ca: tls.ca, ...ready });
+}
+
+main().catch((e: unknown) => {
+  send({ type: 'ready', error: e instanceof Error ? e.stack ?? e.message : String(e) });
+  process.exit(1);
+});

@@ -1,0 +1,85 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { DeviceCredential, PendingReply, RegistrationReply, RegistrationService } from '../../provisioning/registration.ts';
+import { JSON_CT } from './errors.ts';
+
+/**
+ * The DPS device runtime over HTTPS (protocol-device.md §A; dps-behavior.md §2.1):
+ * - `PUT  /{idScope}/registrations/{registrationId}/register`
+ * - `GET  /{idScope}/registrations/{registrationId}/operations/{operationId}`
+ * - `POST /{idScope}/registrations/{registrationId}` (registration status lookup)
+ * Any api-version is accepted. Every answer is JSON with `Content-Type: application/json; charset=utf-8` (the SDK
+ * crashes without it); errors use the DPS body. Non-2xx answers are final for the SDK, so "still working" is always
+ * a 202 with `status: assigning` and an integer Retry-After ≥ 1.
+ */
+export type DpsDeviceRuntime = Pick<RegistrationService, 'register' | 'operationStatus' | 'statusLookup'>;
+
+export interface DpsDeviceApiDeps {
+  registration: DpsDeviceRuntime;
+  /**
+   * How long a request waits for its assignment before answering 202 `assigning` (ms). An assignment that ends in
+   * time is answered 200 with the final status, saving the device a poll. 0: always 202 while assigning. Default 100.
+   */
+  responseBudgetMs?: number;
+  /** Largest accepted body (DPS: 96 KB). */
+  bodyLimit?: number;
+}
+
+export const DPS_DEVICE_BODY_LIMIT = 96 * 1024;
+
+interface RegistrationParams {
+  idScope: string;
+  registrationId: string;
+}
+
+interface OperationParams extends RegistrationParams {
+  operationId: string;
+}
+
+function credentialOf(req: FastifyRequest): DeviceCredential {
+  const h = req.headers.authorization;
+  return { kind: 'sas', authorization: typeof h === 'string' ? h : undefined };
+}
+
+/** Waits up to `budgetMs` for the final reply; the timer never outlives the wait. */
+async function withinBudget(p: PendingReply, budgetMs: number): Promise<RegistrationReply> {
+  if (p.completion === undefined || budgetMs <= 0) return p.reply;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), budgetMs);
+  });
+  try {
+    return (await Promise.race([p.completion, timeout])) ?? p.reply;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function send(reply: FastifyReply, r: RegistrationReply): FastifyReply {
+  reply.code(r.httpStatus).header('content-type', JSON_CT);
+  if (r.httpStatus === 202) reply.header('retry-after', String(Math.max(1, Math.ceil(r.retryAfterSeconds ?? 1))));
+  return reply.send(JSON.stringify(r.body));
+}
+
+export function registerDpsDeviceApi(app: FastifyInstance, deps: DpsDeviceApiDeps): void {
+  const budget = deps.responseBudgetMs ?? 100;
+  const bodyLimit = deps.bodyLimit ?? DPS_DEVICE_BODY_LIMIT;
+  const config = { errorFlavor: 'dps' as const };
+
+  app.put<{ Params: RegistrationParams }>('/:idScope/registrations/:registrationId/register', { bodyLimit, config }, async (req, reply) => {
+    const { idScope, registrationId } = req.params;
+    const pending = await deps.registration.register(idScope, registrationId, req.body, credentialOf(req));
+    return send(reply, await withinBudget(pending, budget));
+  });
+
+  app.get<{ Params: OperationParams }>('/:idScope/registrations/:registrationId/operations/:operationId', { bodyLimit, config }, async (req, reply) => {
+    const { idScope, registrationId, operationId } = req.params;
+    const pending = await deps.registration.operationStatus(idScope, registrationId, operationId, credentialOf(req));
+    return send(reply, await withinBudget(pending, budget));
+  });
+
+  app.post<{ Params: RegistrationParams }>('/:idScope/registrations/:registrationId', { bodyLimit, config }, async (req, reply) => {
+    const { idScope, registrationId } = req.params;
+    const result = await deps.registration.statusLookup(idScope, registrationId, req.body, credentialOf(req));
+    return reply.code(200).header('content-type', JSON_CT).send(JSON.stringify(result));
+  });
+}
