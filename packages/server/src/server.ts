@@ -38,7 +38,12 @@ export interface RunningDps {
   enrollments: EnrollmentService;
   registration: RegistrationService;
   hubClients: HubClientFactory;
+  /** Periodic clean-up (finished operations). */
+  maintenance: NodeJS.Timeout;
 }
+
+/** Finished registration operations are kept this long for devices that poll late, then purged. */
+export const OPERATION_RETENTION_MS = 60 * 60 * 1000;
 
 export interface RunningHub {
   config: HubConfig;
@@ -99,7 +104,10 @@ export async function startHoming(config: Readonly<HomingConfig>, deps: StartDep
   const stop = async (): Promise<void> => {
     clearInterval(flushTimer);
     if (dps) {
+      clearInterval(dps.maintenance);
       await dps.http.close().catch(() => undefined);
+      // Let assignments already running finish their hub writes and records before the store closes.
+      await dps.registration.drain().catch(() => undefined);
       dps.hubClients.close();
     }
     for (const h of hubs) {
@@ -237,5 +245,9 @@ async function startProvisioning(config: Readonly<HomingConfig>, d: Provisioning
   }
   const addr = http.server.address();
   if (addr && typeof addr === 'object') httpsPort = addr.port;
-  return { instance, http, httpsPort, admin, enrollments, registration, hubClients };
+  const maintenance = setInterval(() => {
+    registration.purgeFinishedOperations(OPERATION_RETENTION_MS).catch((err: unknown) => d.log.warn({ err }, 'purging finished operations failed'));
+  }, 5 * 60 * 1000);
+  maintenance.unref();
+  return { instance, http, httpsPort, admin, enrollments, registration, hubClients, maintenance };
 }
