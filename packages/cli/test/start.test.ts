@@ -131,7 +131,8 @@ describe('homing start', () => {
     assert.match(out, /provisioning service .*HTTPS port 443 refused/);
     assert.match(out, /dial port 443 only/);
     child.kill('SIGTERM');
-    assert.equal(await new Promise<number | null>((resolve) => child.once('exit', resolve)), 0);
+    const [code, sig] = await new Promise<[number | null, string | null]>((resolve) => child.once('exit', (c, s) => resolve([c, s])));
+    assert.equal(code, 0, `exit ${code} ${sig}\n${out}\n${err}`);
   });
 
   it('rejects bad arguments with one clear line and a non-zero exit', async () => {

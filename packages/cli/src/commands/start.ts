@@ -63,28 +63,35 @@ export function startCommand(): Command {
       });
       // Logs are JSON lines on stderr; stdout carries the human-readable connection summary.
       const logger = createLogger({ level: config.logLevel, destination: process.stderr });
-      const run = await startHoming(config, { logger });
-      process.stdout.write(`${describe(run)}\n`);
-      await new Promise<void>((resolve) => {
-        let stopping = false;
-        const onSignal = (sig: NodeJS.Signals) => {
-          if (stopping) return;
-          stopping = true;
-          logger.info({ signal: sig }, 'stopping');
-          run
-            .stop()
-            .then(() => {
-              process.stdout.write('Homing stopped.\n');
-              resolve();
-            })
-            .catch((err: unknown) => {
-              logger.error({ err }, 'error while stopping');
-              process.exitCode = 1;
-              resolve();
-            });
-        };
-        process.once('SIGINT', onSignal);
-        process.once('SIGTERM', onSignal);
-      });
+      // Signal handlers go in before anything else: a signal that arrives while starting (or the instant the summary
+      // is printed) must stop Homing gracefully, not kill it with the default disposition.
+      let requested: NodeJS.Signals | undefined;
+      let wake: (() => void) | undefined;
+      const onSignal = (sig: NodeJS.Signals) => {
+        if (requested) {
+          process.stderr.write(`homing: ${sig} again, exiting without a clean stop\n`);
+          process.exit(1);
+        }
+        requested = sig;
+        wake?.();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      try {
+        const run = await startHoming(config, { logger });
+        process.stdout.write(`${describe(run)}\n`);
+        if (!requested) await new Promise<void>((resolve) => (wake = resolve));
+        logger.info({ signal: requested }, 'stopping');
+        try {
+          await run.stop();
+          process.stdout.write('Homing stopped.\n');
+        } catch (err) {
+          logger.error({ err }, 'error while stopping');
+          process.exitCode = 1;
+        }
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
     });
 }
