@@ -22,6 +22,7 @@ import { routingHubClientFactory, type HubClientFactory } from './provisioning/h
 import type { ProvisioningInstance } from './provisioning/model.ts';
 import { registerDpsServiceApi } from './transport/http/dps-service-api.ts';
 import { registerDpsDeviceApi } from './transport/http/dps-device-api.ts';
+import { createDpsRealm } from './transport/mqtt/dps/realm.ts';
 
 /** What `homing start` writes to DIR/connection.json so scripts can drive it. */
 export interface ConnectionInfo {
@@ -34,6 +35,8 @@ export interface RunningDps {
   instance: ProvisioningInstance;
   http: FastifyInstance;
   httpsPort: number;
+  mqtt: MqttListener;
+  mqttPort: number;
   admin: InstanceService;
   enrollments: EnrollmentService;
   registration: RegistrationService;
@@ -105,7 +108,7 @@ export async function startHoming(config: Readonly<HomingConfig>, deps: StartDep
     clearInterval(flushTimer);
     if (dps) {
       clearInterval(dps.maintenance);
-      await dps.http.close().catch(() => undefined);
+      await Promise.allSettled([dps.http.close(), dps.mqtt.close()]);
       // Let assignments already running finish their hub writes and records before the store closes.
       await dps.registration.drain().catch(() => undefined);
       dps.hubClients.close();
@@ -245,9 +248,29 @@ async function startProvisioning(config: Readonly<HomingConfig>, d: Provisioning
   }
   const addr = http.server.address();
   if (addr && typeof addr === 'object') httpsPort = addr.port;
+  const dpsMqttOpts = {
+    host: config.dps.bindAddress,
+    tls: { ...d.tls, requestCert: true },
+    realms: [createDpsRealm(registration, { logger: d.log, responseBudgetMs: config.dps.responseBudgetMs })],
+    logger: d.log,
+    metrics: d.metrics,
+    // Bodies up to 96 KB are answered (413 beyond); bigger packets close the connection before being buffered.
+    maxPacketBytes: 128 * 1024,
+  };
+  let mqtt: MqttListener;
+  try {
+    mqtt = await startMqttListener({ ...dpsMqttOpts, port: config.dps.mqttPort });
+  } catch (e) {
+    if (!isPrivilegedRefusal(e)) {
+      await http.close().catch(() => undefined);
+      throw e;
+    }
+    d.fallbacks.push(`provisioning service ${config.dps.hostName}: MQTT port ${config.dps.mqttPort} refused; using ${config.fallbackMqttPort}`);
+    mqtt = await startMqttListener({ ...dpsMqttOpts, port: config.fallbackMqttPort });
+  }
   const maintenance = setInterval(() => {
     registration.purgeFinishedOperations(OPERATION_RETENTION_MS).catch((err: unknown) => d.log.warn({ err }, 'purging finished operations failed'));
   }, 5 * 60 * 1000);
   maintenance.unref();
-  return { instance, http, httpsPort, admin, enrollments, registration, hubClients, maintenance };
+  return { instance, http, httpsPort, mqtt, mqttPort: mqtt.address().port, admin, enrollments, registration, hubClients, maintenance };
 }

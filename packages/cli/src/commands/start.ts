@@ -23,7 +23,7 @@ export function describe(run: RunningHoming): string {
   const dps = run.connectionInfo.dps;
   lines.push(`  provisioning service (DPS) ${dps.deviceHost}`);
   lines.push(`    id scope            : ${dps.idScope}`);
-  lines.push(`    device endpoint     : https://${dps.deviceHost}:${run.dps.httpsPort} (provisioning host "${dps.deviceHost}")`);
+  lines.push(`    device endpoints    : https://${dps.deviceHost}:${run.dps.httpsPort} and mqtts://${dps.deviceHost}:${run.dps.mqttPort} (provisioning host "${dps.deviceHost}")`);
   lines.push('    service connection string: see connection.json (it holds the provisioningserviceowner key)');
   for (const h of run.connectionInfo.hubs) {
     lines.push(`  hub ${h.hostName}`);
@@ -47,7 +47,7 @@ export function startCommand(): Command {
     .option('--data-dir <dir>', 'data directory (store, dev TLS, connection.json)', '.homing')
     .option('--hub-hosts <list>', 'comma-separated hub host names or loopback addresses', '127.0.0.2,127.0.0.3')
     .option('--dps-host <host>', 'host name or loopback address of the provisioning service', '127.0.0.1')
-    .addOption(new Option('--mqtt-port <port>', 'MQTT/TLS port of every hub').argParser(parsePort).default(8883))
+    .addOption(new Option('--mqtt-port <port>', 'MQTT/TLS port of every hub and of the provisioning service').argParser(parsePort).default(8883))
     .addOption(new Option('--https-port <port>', 'HTTPS port of every hub (the official service SDKs dial 443 only)').argParser(parsePort).default(443))
     .option('--database-url <url>', 'PostgreSQL URL (default: embedded SQLite; env HOMING_DATABASE_URL)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))

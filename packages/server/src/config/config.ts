@@ -20,6 +20,8 @@ export interface DpsConfig {
   hostName: string;
   bindAddress: string;
   httpsPort: number;
+  /** DPS over MQTT (the official SDK's default is 8883). */
+  mqttPort: number;
   /** How long a register waits for its assignment before answering 202 (ms). */
   responseBudgetMs: number;
 }
@@ -88,8 +90,10 @@ export function validateConfig(c: HomingConfig): Readonly<HomingConfig> {
     }
   }
   if (!HOST_RE.test(c.dps.hostName)) throw new Error('config: dps.hostName is not a host name');
-  if (names.has(c.dps.hostName.toLowerCase()) && c.hubs.some((h) => h.bindAddress === c.dps.bindAddress && h.httpsPort === c.dps.httpsPort)) {
-    throw new Error('config: the provisioning service and a hub cannot share one HTTPS address and port');
+  for (const h of c.hubs) {
+    if (h.bindAddress === c.dps.bindAddress && (h.httpsPort === c.dps.httpsPort || h.mqttPort === c.dps.mqttPort)) {
+      throw new Error(`config: the provisioning service and hub ${h.hostName} cannot share the address ${h.bindAddress} on the same ports; give them distinct host names or addresses`);
+    }
   }
   if (!Number.isInteger(c.dps.httpsPort) || c.dps.httpsPort < 0 || c.dps.httpsPort > 65535) throw new Error(`config: dps.httpsPort is invalid`);
   return Object.freeze(structuredClone(c));

@@ -40,6 +40,7 @@ export async function loadStartConfig(opts: StartOptions, env: HomingEnv = readE
       hostName: opts.dpsHost ?? '127.0.0.1',
       bindAddress: isIP(opts.dpsHost ?? '127.0.0.1') ? (opts.dpsHost ?? '127.0.0.1') : '127.0.0.1',
       httpsPort: opts.httpsPort ?? 443,
+      mqttPort: opts.mqttPort ?? 8883,
       responseBudgetMs: 100,
     },
     extraSans: [],

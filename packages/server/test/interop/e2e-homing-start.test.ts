@@ -71,6 +71,13 @@ describe('homing start end to end with the official SDKs', () => {
     assert.equal(r.substatus, 'initialAssignment');
   });
 
+  it('a device registers over MQTT on the default port and connects to its hub', () => {
+    const r = stepResult('register over MQTT');
+    assert.match(String(r.deviceId), /-mqtt-0$/);
+    assert.equal(r.linked, true);
+    assert.equal(r.mode, 'eco');
+  });
+
   it('the group key itself is not a device credential', () => {
     const r = stepResult('a wrong key is refused');
     assert.equal(r.refused, true);

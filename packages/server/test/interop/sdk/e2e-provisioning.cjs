@@ -9,6 +9,7 @@ const crypto = require('node:crypto');
 const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http: ProvisioningHttp } = require('azure-iot-provisioning-device-http');
+const { Mqtt: ProvisioningMqtt } = require('azure-iot-provisioning-device-mqtt');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { Client } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
@@ -85,6 +86,18 @@ async function main() {
     const client = ProvisioningDeviceClient.create(conn.dps.deviceHost, conn.dps.idScope, new ProvisioningHttp(), new SymmetricKeySecurityClient(r.id, r.key));
     const again = await withTimeout(client.register(), 30000, 're-register');
     return { sameHub: again.assignedHub === r.assignedHub, substatus: again.substatus };
+  });
+
+  await step('register over MQTT', async () => {
+    const id = `${groupId}-mqtt-0`;
+    const key = derive(groupKey, id);
+    const client = ProvisioningDeviceClient.create(conn.dps.deviceHost, conn.dps.idScope, new ProvisioningMqtt(), new SymmetricKeySecurityClient(id, key));
+    const r = await withTimeout(client.register(), 30000, 'register over MQTT');
+    const device = Client.fromConnectionString(`HostName=${r.assignedHub};DeviceId=${r.deviceId};SharedAccessKey=${key}`, Mqtt);
+    await withTimeout(device.open(), 20000, 'open');
+    const twin = await withTimeout(device.getTwin(), 20000, 'getTwin');
+    await device.close();
+    return { deviceId: r.deviceId, linked: conn.hubs.some((h) => h.hostName === r.assignedHub), mode: twin.properties.desired.mode };
   });
 
   await step('a wrong key is refused', async () => {
