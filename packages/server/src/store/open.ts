@@ -6,6 +6,7 @@ import type { Dialect, Store, StoreConfig } from './ports.ts';
 import type { Database } from './kysely/schema.ts';
 import { KyselyHubStore } from './kysely/hub-store.ts';
 import { KyselyProvisioningStore } from './kysely/provisioning-store.ts';
+import { KyselyCaStore } from './kysely/ca-store.ts';
 import { HomingSqliteDialect, withStatementCache } from './kysely/sqlite.ts';
 import { NamedStatementPool, checkSchemaName, createPgPool } from './kysely/pg-pool.ts';
 import { migrateToLatest } from './migrations/index.ts';
@@ -57,6 +58,7 @@ function storeOn(db: Kysely<Database>, dialect: Dialect): OpenedStore {
     db,
     hub: new KyselyHubStore(db, dialect),
     provisioning: new KyselyProvisioningStore(db),
+    caCertificates: new KyselyCaStore(db, dialect),
     close: () => (closed ??= db.destroy()),
   };
 }

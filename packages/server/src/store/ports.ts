@@ -1,5 +1,6 @@
 import type { DeviceIdentity, TwinState, ConnectionState } from '../hub/model.ts';
 import type { ProvisioningStore } from './provisioning-ports.ts';
+import type { CaCertificateStore } from './ca-ports.ts';
 
 /**
  * Store ports. Adapters (store/kysely/*) implement them on the embedded SQLite default and on PostgreSQL, and
@@ -74,5 +75,6 @@ export interface Store {
   readonly dialect: Dialect;
   readonly hub: HubStore;
   readonly provisioning: ProvisioningStore;
+  readonly caCertificates: CaCertificateStore;
   close(): Promise<void>;
 }

@@ -2,6 +2,7 @@ import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } fr
 import type { Dialect } from '../ports.ts';
 import { hubMigration } from './0001_hub.ts';
 import { provisioningMigration } from './0002_provisioning.ts';
+import { caCertificatesMigration } from './0003_ca_certificates.ts';
 
 /**
  * One numbered step of the schema. Every module appends its own file (`0002_provisioning.ts`, ...) to
@@ -16,7 +17,7 @@ export interface StoreMigration {
 }
 
 /** Every migration, in order. Append only: never rename, reorder or edit a released migration. */
-export const migrations: readonly StoreMigration[] = [hubMigration, provisioningMigration];
+export const migrations: readonly StoreMigration[] = [hubMigration, provisioningMigration, caCertificatesMigration];
 
 /** Names of the tables that record the migration history (kept apart from any other Kysely user's). */
 export const MIGRATION_TABLE = 'homing_migration';
