@@ -4,6 +4,8 @@ import { isPlainObject, type JsonObject, type JsonValue } from '../core/json.ts'
 import { registrationKey } from '../core/registration-id.ts';
 import type { CreateResult, Page, PageRequest, ProvisioningStore } from '../store/provisioning-ports.ts';
 import type { WriteResult } from '../store/ports.ts';
+import type { ClaimOwner } from '../store/certificate-claim-ports.ts';
+import type { CertificateClaims } from './enrollments/certificate-claims.ts';
 import type {
   AttestationMechanism,
   EnrollmentGroup,
@@ -82,6 +84,8 @@ export interface EnrollmentServiceDeps {
   clock: Clock;
   ids: IdSource;
   limits?: Partial<EnrollmentLimits>;
+  /** One certificate in one entry only (409 otherwise); without it certificates are not checked across entries. */
+  certificateClaims?: CertificateClaims;
 }
 
 /** One of the two enrollment collections, so both share the put/delete/bulk/query logic. */
@@ -117,8 +121,10 @@ export class EnrollmentService {
   readonly limits: Readonly<EnrollmentLimits>;
   private readonly individuals: Collection<IndividualEnrollment>;
   private readonly groups: Collection<EnrollmentGroup>;
+  private readonly certificateClaims: CertificateClaims | undefined;
 
   constructor(deps: EnrollmentServiceDeps) {
+    this.certificateClaims = deps.certificateClaims;
     this.store = deps.store;
     this.clock = deps.clock;
     this.ids = deps.ids;
@@ -131,9 +137,9 @@ export class EnrollmentService {
       keepId: (e, existing) => ({ ...e, registrationId: existing.registrationId }),
       get: (i, id) => store.getIndividualEnrollment(i, id),
       build: (body, id, ctx, m) => ({ ...parseIndividualEnrollment(body, id, ctx), etag: m.etag, createdDateTimeUtc: m.created, lastUpdatedDateTimeUtc: m.updated }),
-      create: (i, e) => store.createIndividualEnrollment(i, e),
-      replace: (i, e, etag) => store.replaceIndividualEnrollment(i, e, etag),
-      delete: (i, id, etag) => store.deleteIndividualEnrollment(i, id, etag),
+      create: (i, e) => this.claimed(i, e, () => store.createIndividualEnrollment(i, e)),
+      replace: (i, e, etag) => this.claimed(i, e, () => store.replaceIndividualEnrollment(i, e, etag)),
+      delete: (i, id, etag) => this.unclaimed(i, { kind: 'individual', key: registrationKey(id) }, store.deleteIndividualEnrollment(i, id, etag)),
       list: (i, p) => store.listIndividualEnrollments(i, p),
       checkQuota: async (inst) => {
         if ((await store.countIndividualEnrollments(inst.name)) >= this.limits.maxIndividualEnrollments) {
@@ -148,9 +154,9 @@ export class EnrollmentService {
       keepId: (g, existing) => ({ ...g, enrollmentGroupId: existing.enrollmentGroupId }),
       get: (i, id) => store.getEnrollmentGroup(i, id),
       build: (body, id, ctx, m) => ({ ...parseEnrollmentGroup(body, id, ctx), etag: m.etag, createdDateTimeUtc: m.created, lastUpdatedDateTimeUtc: m.updated }),
-      create: (i, g) => store.createEnrollmentGroup(i, g),
-      replace: (i, g, etag) => store.replaceEnrollmentGroup(i, g, etag),
-      delete: (i, id, etag) => store.deleteEnrollmentGroup(i, id, etag),
+      create: (i, g) => this.claimed(i, g, () => store.createEnrollmentGroup(i, g)),
+      replace: (i, g, etag) => this.claimed(i, g, () => store.replaceEnrollmentGroup(i, g, etag)),
+      delete: (i, id, etag) => this.unclaimed(i, { kind: 'group', key: registrationKey(id) }, store.deleteEnrollmentGroup(i, id, etag)),
       list: (i, p) => store.listEnrollmentGroups(i, p),
       checkQuota: async (inst, g) => {
         const counts = await store.countEnrollmentGroups(inst.name);
@@ -161,6 +167,18 @@ export class EnrollmentService {
         if (count >= max) throw new HomingError('QuotaExceeded', `The provisioning service holds the maximum of ${max} ${what} enrollment groups.`);
       },
     };
+  }
+
+  /** Writes an entry with its certificates claimed (409 when another entry holds one). */
+  private claimed<R>(instance: string, e: IndividualEnrollment | EnrollmentGroup, write: () => Promise<R>): Promise<R> {
+    return this.certificateClaims ? this.certificateClaims.around(instance, e, write) : write();
+  }
+
+  /** Deletes an entry, then releases its certificates. */
+  private async unclaimed<R>(instance: string, owner: ClaimOwner, deletion: Promise<R>): Promise<R> {
+    const r = await deletion;
+    if (this.certificateClaims) await this.certificateClaims.released(instance, owner);
+    return r;
   }
 
   // ---- individual enrollments ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import { registrationKey } from '../../core/registration-id.ts';
 import { deriveDeviceKey, parseSas, sasSignatureMatches, type SasToken } from '../../core/sas.ts';
 import type { ProvisioningReadStore } from '../../store/provisioning-ports.ts';
 import type { EnrollmentGroup, IndividualEnrollment, RegistrationRecord } from '../model.ts';
+import { authenticateX509, type X509MatchDetails, type X509MatchOptions } from './x509-auth.ts';
 
 /**
  * Device authentication and enrollment matching for the DPS runtime (dps-behavior.md §6.1, §6.4).
@@ -11,12 +12,14 @@ import type { EnrollmentGroup, IndividualEnrollment, RegistrationRecord } from '
  * Every failure is the same 401 with no hint of which part failed (scope, token, enrollment).
  */
 
-/** How the device proved its identity. X.509 (TLS client chain) and TPM come in later issues. */
-export type DeviceCredential = { kind: 'sas'; authorization: string | undefined } | { kind: 'none' };
+/** How the device proved its identity: a SAS, or its TLS client chain (DER, leaf first). TPM comes later. */
+export type DeviceCredential = { kind: 'sas'; authorization: string | undefined } | { kind: 'x509'; chain: readonly Buffer[] } | { kind: 'none' };
 
 export type EnrollmentMatch =
-  | { kind: 'individual'; enrollment: IndividualEnrollment }
-  | { kind: 'group'; group: EnrollmentGroup; derivedKeys: { primaryKey: string; secondaryKey: string } }
+  | { kind: 'individual'; enrollment: IndividualEnrollment; x509?: X509MatchDetails }
+  | { kind: 'group'; group: EnrollmentGroup; derivedKeys: { primaryKey: string; secondaryKey: string }; x509?: undefined }
+  /** An X.509 device matched through a group (x509-auth.ts). */
+  | { kind: 'group'; group: EnrollmentGroup; derivedKeys?: undefined; x509: X509MatchDetails }
   /** A disabled individual enrollment with this registration id blocks a device that a group would accept. */
   | { kind: 'blocked'; enrollment: IndividualEnrollment; acceptedBy: EnrollmentGroup };
 
@@ -66,6 +69,8 @@ export interface MatchOptions {
   symmetricKeyGroups?: (fresh: boolean) => Promise<readonly EnrollmentGroup[]>;
   /** Called when two groups accept one token (duplicated keys): the operator should hear of it. */
   onAmbiguous?: (groupIds: string[]) => void;
+  /** Trust material for X.509 devices (without it an X.509 device is refused). */
+  x509?: X509MatchOptions;
 }
 
 const GROUP_PAGE = 200;
@@ -133,6 +138,10 @@ export async function authenticateDevice(
   nowSeconds: number,
   opts: MatchOptions = {},
 ): Promise<EnrollmentMatch> {
+  if (credential.kind === 'x509') {
+    if (!opts.x509) throw unauthorized();
+    return authenticateX509(store, instance, registrationId, credential.chain, nowSeconds * 1000, opts.x509, opts.individual);
+  }
   if (credential.kind !== 'sas') throw unauthorized();
   const token = parseDeviceSas(credential.authorization, instance.idScope, registrationId, nowSeconds);
   if (!token) throw unauthorized();
@@ -163,7 +172,17 @@ export async function authenticateForEnrollment(
   credential: DeviceCredential,
   nowSeconds: number,
   enrollment: { kind: 'individual'; registrationId: string } | { kind: 'group'; enrollmentGroupId: string },
+  x509?: X509MatchOptions,
 ): Promise<boolean> {
+  if (credential.kind === 'x509') {
+    // The chain is validated and matched again; the poll must land on the enrollment the operation started with.
+    if (!x509) return false;
+    const m = await authenticateX509(store, instance, registrationId, credential.chain, nowSeconds * 1000, x509).catch(() => undefined);
+    if (m === undefined) return false;
+    if (m.kind === 'individual') return enrollment.kind === 'individual' && registrationKey(m.enrollment.registrationId) === registrationKey(enrollment.registrationId);
+    const g = m.kind === 'group' ? m.group : m.acceptedBy;
+    return enrollment.kind === 'group' && registrationKey(g.enrollmentGroupId) === registrationKey(enrollment.enrollmentGroupId);
+  }
   if (credential.kind !== 'sas') return false;
   const token = parseDeviceSas(credential.authorization, instance.idScope, registrationId, nowSeconds);
   if (!token) return false;

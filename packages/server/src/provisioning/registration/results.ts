@@ -14,6 +14,8 @@ export interface DeviceRegistrationResult {
   substatus?: RegistrationSubstatus;
   lastUpdatedDateTimeUtc?: string;
   etag?: string;
+  /** X.509 devices: `{ certificateInfo, enrollmentGroupId?, signingCertificateInfo? }`. */
+  x509?: JsonObject;
   symmetricKey?: { enrollmentGroupId?: string };
   payload?: JsonObject;
   errorCode?: number;
@@ -35,6 +37,7 @@ export function registrationResult(r: RegistrationRecord): DeviceRegistrationRes
   if (r.substatus !== undefined) out.substatus = r.substatus;
   out.lastUpdatedDateTimeUtc = r.lastUpdatedDateTimeUtc;
   out.etag = r.etag;
+  if (r.attestationType === 'x509' && r.x509 !== undefined) out.x509 = r.x509;
   if (r.attestationType === 'symmetricKey' && r.enrollment.kind === 'group') out.symmetricKey = { enrollmentGroupId: r.enrollment.enrollmentGroupId };
   if (r.payload !== undefined) out.payload = r.payload;
   if (r.errorCode !== undefined) out.errorCode = r.errorCode;

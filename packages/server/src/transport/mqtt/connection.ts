@@ -3,6 +3,7 @@ import type { X509Certificate } from 'node:crypto';
 import { generate, parser as createParser, type IConnectPacket, type IPublishPacket, type Packet, type Parser } from 'mqtt-packet';
 import type { Logger } from '../../observability/logger.ts';
 import type { Metrics } from '../../observability/metrics.ts';
+import { peerChain } from '../tls/peer-chain.ts';
 import { CONNACK, type ConnackCode } from './errors.ts';
 import { FRAME_OK, FRAME_TOO_LARGE, FrameGuard } from './frame-guard.ts';
 import type { ConnectOutcome, ConnectRequest, MqttLink, MqttRealm, PublishOutcome, RealmSession } from './realm.ts';
@@ -275,6 +276,7 @@ export class MqttConnection implements MqttLink {
       clean: p.clean !== false,
       keepalive: p.keepalive ?? 0,
       peerCertificate: () => peerCertificate(socket),
+      peerChain: () => peerChain(socket),
       remoteAddress: socket.remoteAddress,
     };
     if (req.keepalive > 0) this.idleLimitMs = req.keepalive * 1500;

@@ -34,6 +34,8 @@ export interface ConnectRequest {
   readonly keepalive: number;
   /** The TLS client certificate, when the client sent one. Parsed on first call. */
   peerCertificate(): X509Certificate | undefined;
+  /** The TLS client chain as sent (DER, leaf first; empty without a client certificate). Read on each call. */
+  peerChain(): Buffer[];
   readonly remoteAddress: string | undefined;
 }
 

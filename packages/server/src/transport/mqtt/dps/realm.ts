@@ -46,15 +46,14 @@ const defaultIds: IdSource = { uuid: () => randomUUID(), bytes: (n) => randomByt
  * The credential a DPS CONNECT presents:
  * - a password: the DPS SAS token (`SharedAccessSignature sr={idScope}/registrations/{id}&sig=..&se=..&skn=registration`),
  *   passed as `{ kind: 'sas', authorization }`; its signature is checked by the use cases on every request;
- * - no password but a TLS client certificate: X.509 attestation. Not supported yet: `{ kind: 'none' }`, which the use
- *   cases answer 401. X.509 PLUGS IN HERE: return e.g. `{ kind: 'x509', certificate: req.peerCertificate() }` once
- *   `DeviceCredential` has that kind (the listener requests client certificates; `ConnectRequest.peerCertificate()`
- *   parses it lazily; chains are checked by the use cases, not by TLS);
+ * - no password but a TLS client certificate: X.509 attestation, `{ kind: 'x509', chain }` with the chain as sent
+ *   (leaf first); the listener requests client certificates and the use cases validate the chain, not TLS;
  * - neither: nothing can ever succeed, refused at CONNECT.
  */
 export function defaultDpsCredential(req: ConnectRequest): DeviceCredential | undefined {
   if (req.password !== undefined && req.password.length > 0) return { kind: 'sas', authorization: req.password.toString('utf8') };
-  return req.peerCertificate() !== undefined ? { kind: 'none' } : undefined;
+  const chain = req.peerChain();
+  return chain.length > 0 ? { kind: 'x509', chain } : undefined;
 }
 
 /**

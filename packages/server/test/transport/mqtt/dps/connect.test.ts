@@ -97,13 +97,13 @@ describe('DPS over MQTT: CONNECT and protocol violations', () => {
     await refused({ clientId: 'dev-1', username: dpsUsername(f.idScope, 'dev-1') }, 5, 'no credentials');
   });
 
-  it('X.509 (client certificate, no password) is accepted at CONNECT and answered 401 until X.509 attestation exists', async () => {
+  it('X.509 (client certificate, no password) is accepted at CONNECT; a certificate no enrollment holds is answered 401002', async () => {
     const cert = await issueDeviceCert(pki.ca, 'x509-dev');
     const { rc, c } = await connack({ clientId: 'x509-dev', username: dpsUsername(f.idScope, 'x509-dev') }, { cert: cert.certPem, key: cert.keyPem });
     assert.equal(rc, 0);
     c.send({ cmd: 'subscribe', messageId: nextMessageId(), subscriptions: [{ topic: RES_FILTER, qos: 1 }] });
     await c.next('suback');
-    assertError(await request(c, `${REGISTER}?$rid=x1`, registerBody('x509-dev')), 401, 401000, 'x1');
+    assertError(await request(c, `${REGISTER}?$rid=x1`, registerBody('x509-dev')), 401, 401002, 'x1');
     c.end();
   });
 

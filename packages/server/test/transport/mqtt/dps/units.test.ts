@@ -106,7 +106,7 @@ describe('DPS realm units', () => {
     }
   });
 
-  it('default credential: the password as a SAS; a client certificate alone is kind none (X.509 plugs in here); neither is refused', async () => {
+  it('default credential: the password as a SAS; a client chain alone is kind x509; neither is refused', async () => {
     const pki = await testPki();
     const cert = new X509Certificate((await issueDeviceCert(pki.ca, 'x')).certPem);
     const req = (password: string | undefined, certificate: X509Certificate | undefined): ConnectRequest => ({
@@ -116,12 +116,13 @@ describe('DPS realm units', () => {
       clean: true,
       keepalive: 0,
       peerCertificate: () => certificate,
+      peerChain: () => (certificate === undefined ? [] : [certificate.raw]),
       remoteAddress: undefined,
     });
     assert.deepEqual(defaultDpsCredential(req('SharedAccessSignature sr=a', undefined)), { kind: 'sas', authorization: 'SharedAccessSignature sr=a' });
     assert.deepEqual(defaultDpsCredential(req('SharedAccessSignature sr=a', cert)), { kind: 'sas', authorization: 'SharedAccessSignature sr=a' });
-    assert.deepEqual(defaultDpsCredential(req(undefined, cert)), { kind: 'none' });
-    assert.deepEqual(defaultDpsCredential(req('', cert)), { kind: 'none' });
+    assert.deepEqual(defaultDpsCredential(req(undefined, cert)), { kind: 'x509', chain: [cert.raw] });
+    assert.deepEqual(defaultDpsCredential(req('', cert)), { kind: 'x509', chain: [cert.raw] });
     assert.equal(defaultDpsCredential(req(undefined, undefined)), undefined);
   });
 });

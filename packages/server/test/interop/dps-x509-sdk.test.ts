@@ -1,0 +1,218 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { FastifyInstance } from 'fastify';
+import { systemClock } from '../../src/core/clock.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { certificateInfo } from '../../src/provisioning/enrollments/x509.ts';
+import { createHttpsApp } from '../../src/transport/http/app.ts';
+import { registerDpsDeviceApi } from '../../src/transport/http/dps-device-api.ts';
+import { createHubRealm, startMqttListener, type MqttListener } from '../../src/transport/mqtt/listener.ts';
+import { createDpsRealm } from '../../src/transport/mqtt/dps/realm.ts';
+import { issueCertificate, type IssuedCert } from '../../src/transport/tls/pki.ts';
+import { uniqueLoopback } from '../helpers/ids.ts';
+import { createTestPki, type TestPki } from '../helpers/pki.ts';
+import { createX509Fixture, leaf, makeChain, x509Individual, type Chain, type X509Fixture } from '../provisioning/x509/fixture.ts';
+
+/**
+ * X.509 attestation with the official device SDK (azure-iot-provisioning-device + -http / -mqtt +
+ * azure-iot-security-x509), in a child process trusting the test CA via NODE_EXTRA_CA_CERTS: over HTTPS the DPS app
+ * requests the client certificate (no Authorization header), over MQTT the CONNECT has no password and the
+ * certificate is in TLS. A provisioned device then connects to its hub (<loopback>:8883) with the same certificate.
+ * HTTPS listens on <unique loopback>:443 (the HTTP transport dials 443 only); MQTT on 127.0.0.1:0.
+ */
+const DEVICE_SCRIPT = fileURLToPath(new URL('./sdk/dps-x509-device.cjs', import.meta.url));
+
+interface StepResult {
+  name: string;
+  ok: boolean;
+  ms: number;
+  result?: { assignedHub?: string; deviceId?: string; status?: string; x509?: { enrollmentGroupId?: string; certificateInfo?: { sha1Thumbprint?: string } } };
+  twin?: { desired: Record<string, unknown> };
+  error?: { name?: string; message?: string; ctor?: string; result?: unknown };
+}
+
+interface Step {
+  name: string;
+  transport: 'http' | 'mqtt';
+  host: string;
+  idScope: string;
+  registrationId: string;
+  cert: string;
+  key: string;
+  connect?: boolean;
+}
+
+describe('DPS device SDK with X.509 attestation (official packages)', () => {
+  const hubAddr = uniqueLoopback();
+  const dpsAddr = uniqueLoopback();
+  let pki: TestPki;
+  let dir: string;
+  let caFile: string;
+  let f: X509Fixture;
+  let app: FastifyInstance;
+  let hubMqtt: MqttListener;
+  let dpsMqtt: MqttListener;
+  let mqttHost: string;
+  let chain: Chain;
+  let stepNo = 0;
+
+  function runDevice(steps: Step[], timeoutMs = 120_000): Promise<Map<string, StepResult>> {
+    const file = join(dir, `steps-${++stepNo}.json`);
+    writeFileSync(file, JSON.stringify(steps), { mode: 0o600 });
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [DEVICE_SCRIPT, file], { env: { ...process.env, NODE_EXTRA_CA_CERTS: caFile }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`device process timed out\nstdout:\n${out}\nstderr:\n${err}`));
+      }, timeoutMs);
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        const results = new Map<string, StepResult>();
+        for (const line of out.split('\n').filter((l) => l.trim().length > 0)) {
+          const r = JSON.parse(line) as StepResult;
+          results.set(r.name, r);
+        }
+        if (code !== 0 || results.size !== steps.length) reject(new Error(`device process exited ${String(code)}\nstdout:\n${out}\nstderr:\n${err}`));
+        else resolve(results);
+      });
+    });
+  }
+
+  async function one(s: Omit<Step, 'idScope'>): Promise<StepResult> {
+    const r = await runDevice([{ ...s, idScope: f.idScope }]);
+    return r.get(s.name)!;
+  }
+
+  const certs = (leafCert: IssuedCert, ...up: IssuedCert[]) => ({ cert: [leafCert, ...up].map((c) => c.certPem.trim()).join('\n') + '\n', key: leafCert.keyPem });
+  const sha1 = (c: IssuedCert) => certificateInfo(new X509Certificate(c.certPem)).sha1Thumbprint;
+
+  before(async () => {
+    pki = await createTestPki([hubAddr, dpsAddr]);
+    dir = mkdtempSync(join(tmpdir(), 'homing-dps-x509-sdk-'));
+    caFile = join(dir, 'ca.pem');
+    writeFileSync(caFile, pki.ca.certPem);
+    f = await createX509Fixture({ hubName: hubAddr, clock: systemClock });
+    const tls = { cert: pki.server.certPem, key: pki.server.keyPem };
+    app = createHttpsApp({ logger: silentLogger(), errorFlavor: 'dps', api: 'dps-device', tls: { ...tls, requestCert: true } });
+    registerDpsDeviceApi(app, { registration: f.service, responseBudgetMs: 30_000 });
+    await app.listen({ host: dpsAddr, port: 443 });
+    dpsMqtt = await startMqttListener({ host: '127.0.0.1', port: 0, tls: { ...tls, requestCert: true }, realms: [createDpsRealm(f.service, { logger: silentLogger(), responseBudgetMs: 30_000 })], logger: silentLogger() });
+    mqttHost = `127.0.0.1:${dpsMqtt.address().port}`;
+    hubMqtt = await startMqttListener({ host: hubAddr, port: 8883, tls: { ...tls, requestCert: true }, realms: [createHubRealm(f.hub)], logger: silentLogger() });
+    chain = await makeChain('Interop');
+    await f.cas.upload(f.instanceName, 'interop-root', { certificate: chain.root.certPem, isVerified: true });
+    await f.addGroup('interop-i2', { signingCertificates: { primary: { certificate: chain.i2.certPem } } });
+  });
+
+  after(async () => {
+    await app?.close();
+    await dpsMqtt?.close();
+    await hubMqtt?.close();
+    await f?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('HTTPS, individual enrollment: assigned with the leaf as x509.certificateInfo; the device connects to its hub with the same certificate', async () => {
+    const l = await issueCertificate({ commonName: 'x509-http-1', usages: ['client'] });
+    await f.addIndividual('x509-http-1', x509Individual(l));
+    const r = await one({ name: 'http-ind', transport: 'http', host: dpsAddr, registrationId: 'x509-http-1', ...certs(l), connect: true });
+    assert.ok(r.ok, JSON.stringify(r.error));
+    assert.equal(r.result!.status, 'assigned');
+    assert.equal(r.result!.assignedHub, hubAddr);
+    assert.equal(r.result!.deviceId, 'x509-http-1');
+    assert.equal(r.result!.x509?.certificateInfo?.sha1Thumbprint, sha1(l));
+    assert.ok(r.twin, 'twin read over the hub connection');
+    const dev = await f.hub.getDevice('x509-http-1');
+    assert.equal(dev.authentication.type, 'selfSigned');
+  });
+
+  test('MQTT, individual enrollment: assigned (no password, certificate in TLS), then the hub connection with the same certificate', async () => {
+    const l = await issueCertificate({ commonName: 'x509-mqtt-1', usages: ['client'] });
+    await f.addIndividual('x509-mqtt-1', x509Individual(l));
+    const r = await one({ name: 'mqtt-ind', transport: 'mqtt', host: mqttHost, registrationId: 'x509-mqtt-1', ...certs(l), connect: true });
+    assert.ok(r.ok, JSON.stringify(r.error));
+    assert.equal(r.result!.status, 'assigned');
+    assert.equal(r.result!.deviceId, 'x509-mqtt-1');
+    assert.ok(r.twin);
+  });
+
+  test('group on intermediate I2 under a verified root: leaf+I2+I1 is assigned over HTTPS and MQTT; leaf+I2 is refused (401)', async () => {
+    const l1 = await leaf(chain.i2, 'x509-grp-1');
+    const ok = await one({ name: 'grp-http', transport: 'http', host: dpsAddr, registrationId: 'x509-grp-1', ...certs(l1, chain.i2, chain.i1), connect: true });
+    assert.ok(ok.ok, JSON.stringify(ok.error));
+    assert.equal(ok.result!.x509?.enrollmentGroupId, 'interop-i2');
+    assert.ok(ok.twin);
+
+    const l2 = await leaf(chain.i2, 'x509-grp-2');
+    const okMqtt = await one({ name: 'grp-mqtt', transport: 'mqtt', host: mqttHost, registrationId: 'x509-grp-2', ...certs(l2, chain.i2, chain.i1) });
+    assert.ok(okMqtt.ok, JSON.stringify(okMqtt.error));
+    assert.equal(okMqtt.result!.x509?.enrollmentGroupId, 'interop-i2');
+
+    const l3 = await leaf(chain.i2, 'x509-grp-3');
+    const short = await one({ name: 'grp-short', transport: 'http', host: dpsAddr, registrationId: 'x509-grp-3', ...certs(l3, chain.i2) });
+    assert.equal(short.ok, false);
+    assert.match(JSON.stringify(short.error), /401|Unauthorized/i);
+    const shortMqtt = await one({ name: 'grp-short-mqtt', transport: 'mqtt', host: mqttHost, registrationId: 'x509-grp-3', ...certs(l3, chain.i2) });
+    assert.equal(shortMqtt.ok, false);
+    assert.equal(shortMqtt.error!.ctor, 'UnauthorizedError', JSON.stringify(shortMqtt.error));
+    assert.equal(await f.hub.findDevice('x509-grp-3'), undefined);
+  });
+
+  test('raw HTTPS: a client certificate without Authorization is X.509 (401002 "Invalid certificate" when unknown); an Authorization header is the SAS path', async () => {
+    const l = await issueCertificate({ commonName: 'x509-raw', usages: ['client'] });
+    const put = (o: { cert?: IssuedCert; auth?: string }) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = httpsRequest(
+          {
+            host: dpsAddr,
+            port: 443,
+            method: 'PUT',
+            path: `/${f.idScope}/registrations/x509-raw/register?api-version=2019-03-31`,
+            ca: pki.ca.certPem,
+            servername: 'localhost',
+            headers: { 'content-type': 'application/json', ...(o.auth ? { authorization: o.auth } : {}) },
+            ...(o.cert ? { cert: o.cert.certPem, key: o.cert.keyPem } : {}),
+          },
+          (res) => {
+            let body = '';
+            res.on('data', (c: Buffer) => (body += c.toString()));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+          },
+        );
+        req.on('error', reject);
+        req.end(JSON.stringify({ registrationId: 'x509-raw' }));
+      });
+    const unknown = await put({ cert: l });
+    assert.equal(unknown.status, 401);
+    const b = JSON.parse(unknown.body) as { errorCode: number; message: string };
+    assert.equal(b.errorCode, 401002);
+    assert.equal(b.message, 'Invalid certificate');
+    // No certificate, no Authorization: the SAS path's 401000.
+    assert.equal((JSON.parse((await put({})).body) as { errorCode: number }).errorCode, 401000);
+    // An Authorization header wins over the certificate.
+    await f.addIndividual('x509-raw', x509Individual(l));
+    assert.equal((JSON.parse((await put({ cert: l, auth: 'SharedAccessSignature sr=x&sig=y&se=1&skn=registration' })).body) as { errorCode: number }).errorCode, 401000);
+    const ok = await put({ cert: l });
+    assert.equal(ok.status, 200, ok.body);
+    assert.equal((JSON.parse(ok.body) as { registrationState: { x509: { certificateInfo: { sha1Thumbprint: string } } } }).registrationState.x509.certificateInfo.sha1Thumbprint, sha1(l));
+  });
+
+  test('a certificate from an unknown CA is refused over HTTPS with 401', async () => {
+    const stranger = await makeChain('Stranger');
+    const l = await leaf(stranger.i1, 'x509-stranger');
+    const r = await one({ name: 'stranger', transport: 'http', host: dpsAddr, registrationId: 'x509-stranger', ...certs(l, stranger.i1, stranger.root) });
+    assert.equal(r.ok, false);
+    assert.match(JSON.stringify(r.error), /401|Unauthorized/i);
+  });
+});
