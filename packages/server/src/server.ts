@@ -23,6 +23,14 @@ import type { ProvisioningInstance } from './provisioning/model.ts';
 import { registerDpsServiceApi } from './transport/http/dps-service-api.ts';
 import { registerDpsDeviceApi } from './transport/http/dps-device-api.ts';
 import { createDpsRealm } from './transport/mqtt/dps/realm.ts';
+import { CaCertificateService } from './provisioning/ca-certificates.ts';
+import { CertificateClaims } from './provisioning/enrollments/certificate-claims.ts';
+import { KyselyCertificateClaimStore } from './store/kysely/certificate-claim-store.ts';
+import { registerCaApi } from './transport/http/ca-api.ts';
+import { QuotaService } from './provisioning/quotas/quota-service.ts';
+import { GuardedDeviceRuntime, OverloadGuard } from './provisioning/quotas/overload.ts';
+import { openQuotaBuckets } from './store/quota-open.ts';
+import { registerQuotaApi } from './transport/http/quota-api.ts';
 
 /** What `homing start` writes to DIR/connection.json so scripts can drive it. */
 export interface ConnectionInfo {
@@ -40,6 +48,7 @@ export interface RunningDps {
   admin: InstanceService;
   enrollments: EnrollmentService;
   registration: RegistrationService;
+  certificates: CaCertificateService;
   hubClients: HubClientFactory;
   /** Periodic clean-up (finished operations). */
   maintenance: NodeJS.Timeout;
@@ -218,7 +227,7 @@ async function startProvisioning(config: Readonly<HomingConfig>, d: Provisioning
     if (!owner) throw new Error(`hub ${h.config.hostName} has no policy with RegistryWrite and ServiceConnect`);
     return { name: h.config.hostName, connectionString: `HostName=${h.config.hostName};SharedAccessKeyName=${owner.keyName};SharedAccessKey=${owner.primaryKey}`, location: 'local' };
   });
-  const { instance: first } = await admin.ensureInstance({ name: config.dps.instanceName, serviceHostNames: [config.dps.hostName], linkedHubs: linked });
+  const { instance: first } = await admin.ensureInstance({ name: config.dps.instanceName, serviceHostNames: [config.dps.hostName], linkedHubs: linked, ...(config.dps.quotas ? { quotas: config.dps.quotas } : {}) });
   // Hubs added to the configuration after the instance was created are linked now; a changed key is updated.
   for (const l of linked) {
     const have = first.linkedHubs.find((x) => x.name.toLowerCase() === l.name.toLowerCase());
@@ -231,12 +240,20 @@ async function startProvisioning(config: Readonly<HomingConfig>, d: Provisioning
     { claims: (h) => inProcess.has(h), factory: inProcess },
     { claims: () => true, factory: new RestHubClientFactory({ clock: d.clock, ca: d.caPem }) },
   ]);
-  const enrollments = new EnrollmentService({ store: pstore, clock: d.clock, ids: d.ids });
+  const certificateClaims = new CertificateClaims({ claims: KyselyCertificateClaimStore.on(d.store.db), store: pstore, caCertificates: d.store.caCertificates, clock: d.clock });
+  const enrollments = new EnrollmentService({ store: pstore, clock: d.clock, ids: d.ids, certificateClaims });
   const records = new RegistrationRecordService({ store: pstore });
-  const registration = new RegistrationService({ store: pstore, hubs: hubClients, clock: d.clock, ids: d.ids, logger: d.log });
-  const http = createHttpsApp({ tls: d.tls, logger: d.log, metrics: d.metrics, errorFlavor: 'dps', api: 'dps', bodyLimit: 128 * 1024 });
+  const quotas = new QuotaService({ clock: d.clock, buckets: openQuotaBuckets(d.store) });
+  const registration = new RegistrationService({ store: pstore, hubs: hubClients, clock: d.clock, ids: d.ids, logger: d.log, quotas, caCertificates: d.store.caCertificates });
+  // Overload protection (always on): the transports get the registration service behind it.
+  const deviceRuntime = new GuardedDeviceRuntime(registration, new OverloadGuard({ clock: d.clock, ...config.dps.overload }));
+  // Client certificates are requested (never required, never checked by TLS): X.509 devices attest with them.
+  const http = createHttpsApp({ tls: { ...d.tls, requestCert: true }, logger: d.log, metrics: d.metrics, errorFlavor: 'dps', api: 'dps', bodyLimit: 128 * 1024 });
   registerDpsServiceApi(http, { instances: resolver, enrollments, registrations: records, admin, clock: d.clock });
-  registerDpsDeviceApi(http, { registration, responseBudgetMs: config.dps.responseBudgetMs });
+  registerQuotaApi(http, { instances: resolver, admin, quotas, clock: d.clock });
+  registerDpsDeviceApi(http, { registration: deviceRuntime, responseBudgetMs: config.dps.responseBudgetMs });
+  const certificates = new CaCertificateService({ store: d.store.caCertificates, clock: d.clock, ids: d.ids, onChange: (i) => registration.invalidateTrust(i) });
+  registerCaApi(http, { instances: resolver, certificates, clock: d.clock });
   let httpsPort = config.dps.httpsPort;
   try {
     await http.listen({ host: config.dps.bindAddress, port: httpsPort });
@@ -251,7 +268,7 @@ async function startProvisioning(config: Readonly<HomingConfig>, d: Provisioning
   const dpsMqttOpts = {
     host: config.dps.bindAddress,
     tls: { ...d.tls, requestCert: true },
-    realms: [createDpsRealm(registration, { logger: d.log, responseBudgetMs: config.dps.responseBudgetMs })],
+    realms: [createDpsRealm(deviceRuntime, { logger: d.log, responseBudgetMs: config.dps.responseBudgetMs })],
     logger: d.log,
     metrics: d.metrics,
     // Bodies up to 96 KB are answered (413 beyond); bigger packets close the connection before being buffered.
@@ -272,5 +289,5 @@ async function startProvisioning(config: Readonly<HomingConfig>, d: Provisioning
     registration.purgeFinishedOperations(OPERATION_RETENTION_MS).catch((err: unknown) => d.log.warn({ err }, 'purging finished operations failed'));
   }, 5 * 60 * 1000);
   maintenance.unref();
-  return { instance, http, httpsPort, mqtt, mqttPort: mqtt.address().port, admin, enrollments, registration, hubClients, maintenance };
+  return { instance, http, httpsPort, mqtt, mqttPort: mqtt.address().port, admin, enrollments, registration, certificates, hubClients, maintenance };
 }

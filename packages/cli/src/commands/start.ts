@@ -1,4 +1,4 @@
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { createLogger, loadStartConfig, startHoming, type RunningHoming } from '@homing/server';
 import { parsePort } from '../main.ts';
 
@@ -10,6 +10,15 @@ interface StartFlags {
   httpsPort?: number;
   databaseUrl?: string;
   logLevel?: string;
+  registrationsPerMinute?: number;
+  quotaPreset?: 'default' | 'azure';
+}
+
+/** A quota value: an integer from 0 (off) to 1,000,000,000. */
+export function parseQuota(v: string): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isInteger(n) || n < 0 || n > 1_000_000_000) throw new InvalidArgumentError('expected an integer from 0 (off) to 1000000000');
+  return n;
 }
 
 /** Human-readable "how to connect" text. */
@@ -51,6 +60,8 @@ export function startCommand(): Command {
     .addOption(new Option('--https-port <port>', 'HTTPS port of every hub (the official service SDKs dial 443 only)').argParser(parsePort).default(443))
     .option('--database-url <url>', 'PostgreSQL URL (default: embedded SQLite; env HOMING_DATABASE_URL)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .addOption(new Option('--registrations-per-minute <n>', 'registration quota of the provisioning instance: register + status lookup calls per minute (0: off; stored with the instance)').argParser(parseQuota))
+    .addOption(new Option('--quota-preset <name>', 'quota preset of the provisioning instance (azure: Azure DPS rates; stored with the instance)').choices(['default', 'azure']))
     .action(async (flags: StartFlags) => {
       const config = await loadStartConfig({
         ...(flags.dataDir ? { dataDir: flags.dataDir } : {}),
@@ -60,6 +71,8 @@ export function startCommand(): Command {
         ...(flags.httpsPort !== undefined ? { httpsPort: flags.httpsPort } : {}),
         ...(flags.databaseUrl ? { databaseUrl: flags.databaseUrl } : {}),
         ...(flags.logLevel ? { logLevel: flags.logLevel } : {}),
+        ...(flags.registrationsPerMinute !== undefined ? { registrationsPerMinute: flags.registrationsPerMinute } : {}),
+        ...(flags.quotaPreset ? { quotaPreset: flags.quotaPreset } : {}),
       });
       // Logs are JSON lines on stderr; stdout carries the human-readable connection summary.
       const logger = createLogger({ level: config.logLevel, destination: process.stderr });

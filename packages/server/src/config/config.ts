@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { HubRight, SharedAccessPolicy } from '../core/policies.ts';
 import type { StoreConfig } from '../store/ports.ts';
+import type { InstanceQuotaSettings } from '../provisioning/model.ts';
+import type { OverloadSettings } from '../provisioning/quotas/overload.ts';
+import { parseQuotaSettings, quotaSettingsToJson } from '../provisioning/quotas/settings.ts';
 
 /** One hub role. `hostName` is the hub's id: devices get it as assignedHub and sign tokens for it. */
 export interface HubConfig {
@@ -24,6 +27,13 @@ export interface DpsConfig {
   mqttPort: number;
   /** How long a register waits for its assignment before answering 202 (ms). */
   responseBudgetMs: number;
+  /**
+   * Quota settings written over the default instance's stored ones at start (fields not given keep their stored
+   * value; the admin API changes them at runtime). docs/api/quotas.md.
+   */
+  quotas?: InstanceQuotaSettings;
+  /** Overload protection of this process (always on; these bounds, else the defaults). */
+  overload?: OverloadSettings;
 }
 
 export interface HomingConfig {
@@ -96,5 +106,15 @@ export function validateConfig(c: HomingConfig): Readonly<HomingConfig> {
     }
   }
   if (!Number.isInteger(c.dps.httpsPort) || c.dps.httpsPort < 0 || c.dps.httpsPort > 65535) throw new Error(`config: dps.httpsPort is invalid`);
+  if (c.dps.quotas !== undefined) {
+    try {
+      parseQuotaSettings(quotaSettingsToJson(c.dps.quotas));
+    } catch (e) {
+      throw new Error(`config: dps.quotas: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+  }
+  for (const [k, v] of Object.entries(c.dps.overload ?? {})) {
+    if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)) throw new Error(`config: dps.overload.${k} must be a positive number`);
+  }
   return Object.freeze(structuredClone(c));
 }

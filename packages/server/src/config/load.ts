@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { resolve, join } from 'node:path';
 import { readEnv, validateConfig, type HomingConfig, type HomingEnv } from './config.ts';
+import type { InstanceQuotaSettings, QuotaPreset } from '../provisioning/model.ts';
 import { loadOrCreateState } from './state.ts';
 
 /** Options of `homing start`, already parsed by the CLI. */
@@ -15,6 +16,10 @@ export interface StartOptions {
   /** PostgreSQL URL; when absent the embedded SQLite store in the data directory is used. */
   databaseUrl?: string;
   logLevel?: string;
+  /** Register PUTs + status lookups per minute of the default instance (0: off). Written into the instance at start. */
+  registrationsPerMinute?: number;
+  /** Quota preset of the default instance (`azure`: Azure DPS's rates). Written into the instance at start. */
+  quotaPreset?: QuotaPreset;
 }
 
 export const DEFAULT_HUB_HOSTS = ['127.0.0.2', '127.0.0.3'];
@@ -25,6 +30,10 @@ export async function loadStartConfig(opts: StartOptions, env: HomingEnv = readE
   const hubHosts = opts.hubHosts && opts.hubHosts.length > 0 ? opts.hubHosts : DEFAULT_HUB_HOSTS;
   const state = await loadOrCreateState(dataDir, hubHosts);
   const databaseUrl = opts.databaseUrl ?? env.databaseUrl;
+  const quotas: InstanceQuotaSettings = {
+    ...(opts.quotaPreset === undefined ? {} : { preset: opts.quotaPreset }),
+    ...(opts.registrationsPerMinute === undefined ? {} : { registrationsPerMinute: opts.registrationsPerMinute }),
+  };
   const config: HomingConfig = {
     dataDir,
     store: databaseUrl ? { dialect: 'postgres', postgresUrl: databaseUrl } : { dialect: 'sqlite', sqlitePath: join(dataDir, 'homing.db') },
@@ -42,6 +51,7 @@ export async function loadStartConfig(opts: StartOptions, env: HomingEnv = readE
       httpsPort: opts.httpsPort ?? 443,
       mqttPort: opts.mqttPort ?? 8883,
       responseBudgetMs: 100,
+      ...(Object.keys(quotas).length > 0 ? { quotas } : {}),
     },
     extraSans: [],
     logLevel: opts.logLevel ?? env.logLevel ?? 'info',

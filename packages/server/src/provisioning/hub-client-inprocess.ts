@@ -30,6 +30,8 @@ export class InProcessHubClient implements HubClient {
   private readonly hub: HubService;
   private readonly connectionString: string;
   private readonly clock: Clock;
+  /** Per right: until when (epoch seconds) the hub accepted this client's token; see `authorize`. */
+  private readonly authorizedUntil = new Map<'RegistryRead' | 'RegistryWrite', number>();
 
   constructor(hub: HubService, linked: LinkedHub, clock: Clock) {
     this.hub = hub;
@@ -38,16 +40,27 @@ export class InProcessHubClient implements HubClient {
     this.clock = clock;
   }
 
+  /**
+   * Signs a token with the linked hub's key and has the hub check it, as a REST call would. A hub's policies are
+   * fixed for its lifetime, so an accepted token stays accepted until it expires: the check is done again only when
+   * the last accepted token is within a minute of its expiry (two HMACs saved per call on the registration hot
+   * path). Refusals are never remembered.
+   */
   private authorize(right: 'RegistryRead' | 'RegistryWrite'): HubFailure | undefined {
+    const nowS = Math.floor(this.clock.now() / 1000);
+    if ((this.authorizedUntil.get(right) ?? 0) > nowS + TOKEN_RENEW_SECONDS) return undefined;
     const cs = parseConnectionString(this.connectionString);
     const key = cs.SharedAccessKey;
     const host = cs.HostName ?? this.hubName;
     if (!key || !cs.SharedAccessKeyName) return unauthorized(this.hubName, 'the linked hub connection string has no shared access key');
     try {
-      const sas = buildSas({ sr: host, keyBase64: key, keyName: cs.SharedAccessKeyName, expirySeconds: Math.floor(this.clock.now() / 1000) + 300 });
+      const expirySeconds = nowS + TOKEN_SECONDS;
+      const sas = buildSas({ sr: host, keyBase64: key, keyName: cs.SharedAccessKeyName, expirySeconds });
       this.hub.authorizeService(sas, right);
+      this.authorizedUntil.set(right, expirySeconds);
       return undefined;
     } catch {
+      this.authorizedUntil.delete(right);
       return unauthorized(this.hubName, 'ErrorCode:IotHubUnauthorizedAccess');
     }
   }
@@ -216,10 +229,21 @@ function toHubTwin(t: TwinState): HubTwinState {
   };
 }
 
-/** Clients for the hubs of this process, found by linked hub name (case-insensitive). */
+/** Lifetime of the tokens an in-process client signs, and how long before expiry it signs a new one (seconds). */
+const TOKEN_SECONDS = 300;
+const TOKEN_RENEW_SECONDS = 60;
+/** Clients kept by the factory (one per linked hub and connection string in use); beyond this the cache restarts. */
+const MAX_CLIENTS = 1000;
+
+/**
+ * Clients for the hubs of this process, found by linked hub name (case-insensitive). A client is kept per linked
+ * hub name and connection string, so its accepted token is reused across registrations; a changed connection string
+ * (a rotated linked-hub key) gets a new client, checked afresh.
+ */
 export class InProcessHubClientFactory implements HubClientFactory {
   private readonly hubs: Map<string, HubService>;
   private readonly clock: Clock;
+  private readonly clients = new Map<string, InProcessHubClient>();
 
   constructor(hubs: Iterable<HubService>, clock: Clock) {
     this.hubs = new Map([...hubs].map((h) => [h.hubId.toLowerCase(), h]));
@@ -232,9 +256,16 @@ export class InProcessHubClientFactory implements HubClientFactory {
   }
 
   forHub(linked: LinkedHub): HubClient {
-    const hub = this.hubs.get(linked.name.toLowerCase());
+    const name = linked.name.toLowerCase();
+    const hub = this.hubs.get(name);
     if (!hub) throw new Error(`IoT hub ${linked.name} does not run in this process.`);
-    return new InProcessHubClient(hub, linked, this.clock);
+    const cacheKey = `${name}\u0000${linked.name}\u0000${linked.connectionString}`;
+    const known = this.clients.get(cacheKey);
+    if (known) return known;
+    if (this.clients.size >= MAX_CLIENTS) this.clients.clear();
+    const client = new InProcessHubClient(hub, linked, this.clock);
+    this.clients.set(cacheKey, client);
+    return client;
   }
 
   close(): void {

@@ -4,8 +4,9 @@ import { isPlainObject, type JsonObject, type JsonValue } from '../core/json.ts'
 import type { DpsRight, SharedAccessPolicy } from '../core/policies.ts';
 import { isBase64, parseConnectionString } from '../core/sas.ts';
 import type { ProvisioningStore } from '../store/provisioning-ports.ts';
-import type { AllocationPolicy, LinkedHub, ProvisioningInstance } from './model.ts';
+import type { AllocationPolicy, InstanceQuotaSettings, LinkedHub, ProvisioningInstance } from './model.ts';
 import { normalizeIfMatch } from './enrollments/validation.ts';
+import { mergeQuotaSettings, parseQuotaSettings, quotaSettingsToJson, sameQuotaSettings } from './quotas/settings.ts';
 
 /**
  * The provisioning service instance (one id scope) and its linked hubs. There is no Azure data-plane API for this
@@ -56,6 +57,11 @@ export interface InstanceSpec {
   linkedHubs?: readonly LinkedHubInput[];
   /** Id scope of a new instance (default: generated). */
   idScope?: string;
+  /**
+   * Quota settings from the configuration: written over the instance's stored ones at every start (fields not given
+   * keep their stored value; docs/api/quotas.md).
+   */
+  quotas?: InstanceQuotaSettings;
 }
 
 export interface InstanceServiceDeps {
@@ -179,6 +185,7 @@ export function instanceToJson(i: ProvisioningInstance): JsonObject {
     authorizationPolicies: i.policies.map((p) => ({ keyName: p.keyName, rights: [...p.rights] })),
     linkedHubs: i.linkedHubs.map(linkedHubToJson),
     etag: i.etag,
+    ...(i.quotas === undefined ? {} : { quotas: quotaSettingsToJson(i.quotas) }),
   };
 }
 
@@ -225,12 +232,15 @@ export class InstanceService {
     if (spec.serviceHostNames.length === 0) throw bad('An instance needs at least one service host name.');
     for (const h of spec.serviceHostNames) validateHubName(h, 'serviceHostNames');
     const hostNames = [...spec.serviceHostNames];
+    const configuredQuotas = spec.quotas === undefined ? undefined : parseQuotaSettings(quotaSettingsToJson(spec.quotas));
     for (let attempt = 0; attempt < MAX_CAS_RETRIES; attempt++) {
       const existing = await this.store.getInstance(spec.name);
       if (existing !== undefined) {
         const same = existing.serviceHostNames.length === hostNames.length && existing.serviceHostNames.every((h, i) => h === hostNames[i]);
-        if (same) return { instance: existing, created: false };
-        const next = { ...existing, serviceHostNames: hostNames, etag: this.newEtag() };
+        const quotas = configuredQuotas === undefined ? existing.quotas : mergeQuotaSettings(existing.quotas, configuredQuotas);
+        const sameQuotas = sameQuotaSettings(existing.quotas, quotas);
+        if (same && sameQuotas) return { instance: existing, created: false };
+        const next = { ...existing, serviceHostNames: hostNames, ...(sameQuotas ? {} : { quotas }), etag: this.newEtag() };
         if ((await this.store.replaceInstance(next, existing.etag)) === 'ok') {
           this.onChange?.(next);
           return { instance: next, created: false };
@@ -256,6 +266,7 @@ export class InstanceService {
         policies: spec.policies ? spec.policies.map((p) => ({ ...p, rights: [...p.rights] })) : this.defaultPolicies(),
         linkedHubs,
         etag: this.newEtag(),
+        ...(configuredQuotas !== undefined && Object.keys(configuredQuotas).length > 0 ? { quotas: configuredQuotas } : {}),
       };
       if ((await this.store.createInstance(instance)) === 'ok') {
         this.onChange?.(instance);
@@ -277,6 +288,19 @@ export class InstanceService {
     if (!isPlainObject(body)) throw new HomingError('InvalidJson', 'The instance update is a JSON object {allocationPolicy}.');
     const policy = body.allocationPolicy === undefined ? undefined : parseInstanceAllocationPolicy(body.allocationPolicy);
     return this.change(name, normalizeIfMatch(ifMatch), (i) => (policy === undefined ? i : { ...i, allocationPolicy: policy }));
+  }
+
+  /**
+   * `PUT /homing/instance/quotas`: replaces the instance's quota settings (an empty object: back to the service
+   * defaults). Effective within the registration service's read cache (1 s) on every node.
+   */
+  async setQuotas(name: string, body: JsonValue | undefined, ifMatch?: string | readonly string[]): Promise<ProvisioningInstance> {
+    const quotas = parseQuotaSettings(body);
+    return this.change(name, normalizeIfMatch(ifMatch), (i) => {
+      if (sameQuotaSettings(i.quotas, quotas)) return i;
+      const { quotas: _old, ...rest } = i;
+      return Object.keys(quotas).length === 0 ? rest : { ...rest, quotas };
+    });
   }
 
   async setAllocationPolicy(name: string, policy: string): Promise<ProvisioningInstance> {

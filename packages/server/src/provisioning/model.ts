@@ -117,6 +117,26 @@ export interface LinkedHub {
   applyAllocationPolicy: boolean;
 }
 
+/** Named sets of quota values (docs/api/quotas.md). `default`: rate quotas off, 5 polls / 10 s per device. */
+export type QuotaPreset = 'default' | 'azure';
+
+/**
+ * Rate quotas and the registration-record limit of one instance, as stored (docs/api/quotas.md). Each field: a
+ * positive integer is the limit, `0` switches that quota off, absent means "from the preset" (then the service
+ * defaults, then the built-in defaults).
+ */
+export interface InstanceQuotaSettings {
+  preset?: QuotaPreset;
+  /** Register PUTs and registration status lookups per instance per minute. */
+  registrationsPerMinute?: number;
+  /** Device API calls (register, operation status, status lookup) and DPS service API calls per instance per minute. */
+  operationsPerMinute?: number;
+  /** Operation-status polls per device per 10 s. */
+  pollsPer10Seconds?: number;
+  /** Registration records per instance (a new device beyond it gets 403 403002). */
+  maxRegistrations?: number;
+}
+
 export interface ProvisioningInstance {
   /** Instance name (service host label). */
   name: string;
@@ -129,6 +149,8 @@ export interface ProvisioningInstance {
   policies: SharedAccessPolicy<DpsRight>[];
   linkedHubs: LinkedHub[];
   etag: string;
+  /** Rate quotas and limits; absent: the service defaults (docs/api/quotas.md). */
+  quotas?: InstanceQuotaSettings;
 }
 
 /** Statuses of a registration operation (RegistrationOperationStatus.status). */

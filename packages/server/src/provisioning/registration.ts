@@ -4,7 +4,7 @@ import { ERROR_CATALOGUE, HomingError, type ErrorName } from '../core/errors.ts'
 import { isPlainObject, type JsonObject, type JsonValue } from '../core/json.ts';
 import { assignedDeviceId, registrationKey, sameRegistrationId, validateRegistrationId } from '../core/registration-id.ts';
 import type { Logger } from '../observability/logger.ts';
-import type { ProvisioningStore } from '../store/provisioning-ports.ts';
+import type { ProvisioningStore, RecordExpectation } from '../store/provisioning-ports.ts';
 import type { HubClientFactory, HubCredentials, HubFailure, InitialTwinContent } from './hub-client.ts';
 import type {
   AllocationPolicy,
@@ -25,8 +25,11 @@ import {
   type EnrollmentMatch,
 } from './registration/device-auth.ts';
 import { ReadCache } from './registration/read-cache.ts';
+import { loadX509Trust, x509HubCredentials, x509ResultJson, type X509MatchOptions, type X509Trust } from './registration/x509-auth.ts';
+import type { CaCertificateReadStore } from '../store/ca-ports.ts';
 import { operationStatusBody, registrationResult, resultAsJson, type DeviceRegistrationResult, type RegistrationOperationStatus } from './registration/results.ts';
 import { RegistrationThrottle, type RegistrationLimits } from './registration/throttle.ts';
+import type { QuotaService } from './quotas/quota-service.ts';
 
 export type { DeviceCredential } from './registration/device-auth.ts';
 export type { DeviceRegistrationResult, RegistrationOperationStatus } from './registration/results.ts';
@@ -59,7 +62,10 @@ export interface RegistrationServiceDeps {
   staleOperationMs?: number;
   /** Retry-After for `assigning` answers, seconds (≥ 1). Default 1. */
   retryAfterSeconds?: number;
+  /** Quota settings for instances without their own, when `quotas` is not given (docs/api/quotas.md). */
   limits?: RegistrationLimits;
+  /** Rate quotas and the registration-record limit, shared with the service API (default: in memory, from `limits`). */
+  quotas?: QuotaService;
   /**
    * How long the instance of an id scope and its symmetric-key groups are cached, ms (default 1000; 0: read the
    * store every time). Changes to linked hubs and to existing groups (keys, status) reach registrations within this
@@ -67,6 +73,11 @@ export interface RegistrationServiceDeps {
    * enrollments, records and operations are always read fresh (a blocklisting entry acts at once).
    */
   readCacheMs?: number;
+  /**
+   * The CA certificates of the instances, for X.509 attestation: verified ones are the trust anchors, `caReferences`
+   * name them. Without it, X.509 devices match individual enrollments only (no group has a verified certificate).
+   */
+  caCertificates?: CaCertificateReadStore;
 }
 
 /** What a transport sends: 200 with a final status, or 202 `assigning` with Retry-After. */
@@ -80,6 +91,18 @@ export interface PendingReply {
   reply: RegistrationReply;
   /** When this process runs the assignment: settles (never rejects) with the final reply. */
   completion?: Promise<RegistrationReply>;
+}
+
+export interface RegisterOptions {
+  /**
+   * The transport's response budget (ms): register waits up to this long for the assignment and `reply` is what to
+   * send (200 with the final status when it ended in time, else 202 `assigning` with `completion`). With a budget, a
+   * new assignment runs before its operation is stored: when it ends in time, the finished operation and the record
+   * are one write transaction; the `assigning` operation is stored only when a 202 is about to name it. Without a
+   * budget (or 0), the operation is stored first and `reply` is 202 `assigning` (the caller may wait on
+   * `completion`).
+   */
+  budgetMs?: number;
 }
 
 type EnrollmentRef = RegistrationRecord['enrollment'];
@@ -97,44 +120,59 @@ export class RegistrationService {
   private readonly throttle: RegistrationThrottle;
   /** Assignments running in this process, by `instance \0 operationId`. */
   private readonly running = new Map<string, Promise<RegistrationReply>>();
+  /** The same assignments by `instance \0 registration key`: a second register of the device joins the first. */
+  private readonly byRegistration = new Map<string, Assignment>();
   private readonly staleMs: number;
   private readonly retryAfter: number;
   private readonly instances: ReadCache<ProvisioningInstance | undefined>;
   private readonly groups: ReadCache<EnrollmentGroup[]>;
+  /** X.509 trust material by instance name (x509-auth.ts), cached like the groups; dropped by `invalidateTrust`. */
+  private readonly x509Trust: ReadCache<X509Trust>;
 
   constructor(deps: RegistrationServiceDeps) {
     this.d = deps;
     this.log = deps.logger;
-    this.throttle = new RegistrationThrottle(deps.limits ?? {}, deps.clock);
+    this.throttle = new RegistrationThrottle({ clock: deps.clock, store: deps.store, ...(deps.quotas ? { quotas: deps.quotas } : {}), ...(deps.limits ? { limits: deps.limits } : {}) });
     this.staleMs = deps.staleOperationMs ?? 60_000;
     this.retryAfter = Math.max(1, Math.ceil(deps.retryAfterSeconds ?? 1));
     const ttl = deps.readCacheMs ?? 1000;
     // Unknown scopes are not cached: a new instance answers at once.
     this.instances = new ReadCache(ttl, deps.clock, { keep: (v) => v !== undefined });
     this.groups = new ReadCache(ttl, deps.clock);
+    this.x509Trust = new ReadCache(ttl, deps.clock);
+  }
+
+  /** A CA certificate or an X.509 group of `instance` changed: drop the cached X.509 trust material. */
+  invalidateTrust(_instance?: string): void {
+    this.x509Trust.clear();
   }
 
   // ------------------------------------------------------------------------------------------------ use cases
 
   /** `PUT {idScope}/registrations/{registrationId}/register`. */
-  async register(idScope: string, registrationIdFromPath: string, body: unknown, credential: DeviceCredential): Promise<PendingReply> {
+  async register(idScope: string, registrationIdFromPath: string, body: unknown, credential: DeviceCredential, opts: RegisterOptions = {}): Promise<PendingReply> {
     const instance = await this.instance(idScope);
     validateRegistrationId(registrationIdFromPath);
     const req = parseRegisterBody(body, registrationIdFromPath);
-    this.throttle.registration(instance.name);
+    await this.throttle.registration(instance);
     const registrationId = registrationIdFromPath;
-    // Both reads at once (one round trip on PostgreSQL).
-    const [record, individual] = await Promise.all([
-      this.d.store.getRegistration(instance.name, registrationId),
-      this.d.store.getIndividualEnrollment(instance.name, registrationId),
-    ]);
-    const match = await this.authenticate(instance, registrationId, credential, record, individual ?? null);
+    // The record, the individual enrollment and the in-flight operation in one read (one round trip on PostgreSQL).
+    const ctx = await this.d.store.getRegistrationContext(instance.name, registrationId);
+    const record = ctx.record;
+    const match = await this.authenticate(instance, registrationId, credential, record, ctx.individualEnrollment ?? null);
     const now = this.nowIso();
+    const budgetMs = Math.max(0, opts.budgetMs ?? 0);
 
     const enrollment = enrollmentOf(match);
     if (match.kind === 'blocked' || enrollment.provisioningStatus === 'disabled') {
       return { reply: await this.finishDisabled(instance, registrationId, authRef(match), now) };
     }
+
+    // A registration of this device running in this process (stored or not yet): answer with it (§2.3).
+    const local = this.byRegistration.get(registrationRunKey(instance, registrationId));
+    if (local) return this.settle(instance, local, budgetMs);
+    // A new device: within the instance's registration-record limit (existing devices re-register freely).
+    if (record === undefined) await this.throttle.newRecord(instance);
 
     const op: RegistrationOperation = {
       operationId: this.newOperationId(),
@@ -145,20 +183,28 @@ export class RegistrationService {
       lastUpdatedDateTimeUtc: now,
       request: requestJson({ auth: authRef(match), ...(req.payload === undefined ? {} : { payload: req.payload }) }),
     };
+    if (budgetMs > 0 && ctx.inFlightOperation === undefined) {
+      // Run first, store once: the operation is written when the assignment ends (with the record) or when a 202
+      // has to name it, whichever comes first.
+      return this.settle(instance, this.startAssignment(instance, match, registrationId, record, op, false), budgetMs);
+    }
     for (let attempt = 0; attempt < 4; attempt++) {
       if ((await this.d.store.createOperation(instance.name, op)) === 'ok') {
-        return { reply: assigningReply(op, this.retryAfter), completion: this.startAssignment(instance, match, registrationId, record, op) };
+        return this.settle(instance, this.startAssignment(instance, match, registrationId, record, op, true), budgetMs);
       }
       // Another registration of this device is in flight: answer with it (dps-behavior.md §2.3).
       const existing = await this.d.store.findInFlightOperation(instance.name, registrationId);
       if (existing === undefined) continue; // it finished meanwhile: try again
-      const local = this.running.get(runKey(instance, existing.operationId));
-      if (local) return { reply: assigningReply(existing, this.retryAfter), completion: local };
+      const running = this.running.get(runKey(instance, existing.operationId));
+      if (running) {
+        const r = await withinBudget({ reply: assigningReply(existing, this.retryAfter), completion: running }, budgetMs);
+        return r.httpStatus === 200 ? { reply: r } : { reply: r, completion: running };
+      }
       if (this.isStale(existing)) {
         const claimed: RegistrationOperation = { ...existing, version: existing.version + 1, lastUpdatedDateTimeUtc: this.nowIso(), request: op.request };
         if ((await this.d.store.updateOperation(instance.name, claimed, existing.version)) === 'ok') {
           this.log.warn({ idScope, operationId: existing.operationId }, 'taking over an abandoned registration operation');
-          return { reply: assigningReply(claimed, this.retryAfter), completion: this.startAssignment(instance, match, registrationId, record, claimed) };
+          return this.settle(instance, this.startAssignment(instance, match, registrationId, record, claimed, true), budgetMs);
         }
         continue;
       }
@@ -178,12 +224,12 @@ export class RegistrationService {
       await this.authenticate(instance, registrationId, credential, undefined);
       throw new HomingError('RegistrationNotFound', `No registration operation ${operationId} for this device.`);
     }
-    const ok = await authenticateForEnrollment(this.d.store, instance, registrationId, credential, this.nowSeconds(), auth);
+    const ok = await authenticateForEnrollment(this.d.store, instance, registrationId, credential, this.nowSeconds(), auth, this.x509Options(instance));
     if (!ok) throw unauthorized();
-    this.throttle.poll(instance.name, registrationKey(registrationId));
+    const pollWait = await this.throttle.poll(instance, registrationKey(registrationId));
     if (op.status !== 'assigning') return { reply: finalReply(op) };
     // While assigning, a poll carries the registration state too (as DPS does); the register answer does not.
-    const pending: RegistrationReply = { httpStatus: 202, body: operationStatusBody(op), retryAfterSeconds: this.retryAfter };
+    const pending: RegistrationReply = { httpStatus: 202, body: operationStatusBody(op), retryAfterSeconds: Math.max(this.retryAfter, pollWait) };
     const local = this.running.get(runKey(instance, op.operationId));
     if (local) return { reply: pending, completion: local };
     if (this.isStale(op)) return { reply: await this.failAbandoned(instance, op) };
@@ -195,7 +241,7 @@ export class RegistrationService {
     const instance = await this.instance(idScope);
     validateRegistrationId(registrationId);
     if (body !== undefined && body !== null) parseRegisterBody(body, registrationId, false);
-    this.throttle.registration(instance.name);
+    await this.throttle.lookup(instance);
     const record = await this.d.store.getRegistration(instance.name, registrationId);
     await this.authenticate(instance, registrationId, credential, record);
     if (!record) throw new HomingError('RegistrationNotFound', 'This device has never registered.');
@@ -240,7 +286,23 @@ export class RegistrationService {
         return fresh ? this.groups.refresh(instance.name, load) : this.groups.get(instance.name, load);
       },
       onAmbiguous: (groups) => this.log.error({ idScope: instance.idScope, registrationId, groups }, 'several enrollment groups accept one device credential (duplicated group keys)'),
+      x509: this.x509Options(instance),
     });
+  }
+
+  /** X.509 matching options of an instance: cached trust material; refusals logged without certificates. */
+  private x509Options(instance: ProvisioningInstance): X509MatchOptions {
+    return {
+      trust: (fresh) => {
+        const load = async () => {
+          const t = await loadX509Trust(this.d.store, this.d.caCertificates, instance.name);
+          if (t.problems.length > 0) this.log.warn({ idScope: instance.idScope, problems: t.problems }, 'X.509 trust material has problems');
+          return t;
+        };
+        return fresh ? this.x509Trust.refresh(instance.name, load) : this.x509Trust.get(instance.name, load);
+      },
+      onRefused: ({ registrationId, leafSha1, reason }) => this.log.warn({ idScope: instance.idScope, registrationId, leafSha1, reason }, 'X.509 device refused'),
+    };
   }
 
   private async finishDisabled(instance: ProvisioningInstance, registrationId: string, auth: EnrollmentRef, now: string): Promise<RegistrationReply> {
@@ -272,33 +334,118 @@ export class RegistrationService {
     registrationId: string,
     record: RegistrationRecord | undefined,
     op: RegistrationOperation,
-  ): Promise<RegistrationReply> {
+    stored: boolean,
+  ): Assignment {
     const key = runKey(instance, op.operationId);
-    const p = this.assign(instance, match, registrationId, record, op).finally(() => this.running.delete(key));
-    this.running.set(key, p);
-    return p;
+    const byReg = registrationRunKey(instance, registrationId);
+    const a: Assignment = { op, state: stored ? 'stored' : 'unstored', completion: undefined as unknown as Promise<RegistrationReply> };
+    a.completion = this.assign(instance, match, registrationId, record, a).finally(() => {
+      this.running.delete(key);
+      if (this.byRegistration.get(byReg) === a) this.byRegistration.delete(byReg);
+    });
+    this.running.set(key, a.completion);
+    this.byRegistration.set(byReg, a);
+    return a;
   }
 
-  // TODO(runtime): ProvisioningStore requests (store engineer), from profiling a registration on SQLite:
-  //  - the hot-path writes dominate a registration's CPU: updateOperation(+record) ~500 µs, createOperation
-  //    ~260 µs wall each; precompiled statements as in hub-store (prepared.ts) would cut the Kysely build/compile
-  //    share of that;
-  //  - `createOperation(instance, op, registration?)` (insert a final operation and its record in one transaction)
-  //    would let an assignment that finishes within the HTTP budget cost one write transaction instead of two.
+  /**
+   * What to answer now for a running assignment: its final reply when it ends within `budgetMs`, else 202 naming its
+   * operation, stored first (a poll may reach another node).
+   */
+  private async settle(instance: ProvisioningInstance, a: Assignment, budgetMs: number): Promise<PendingReply> {
+    const done = await withinBudget({ reply: assigningReply(a.op, this.retryAfter), completion: a.completion }, budgetMs);
+    if (done.httpStatus === 200) return { reply: done };
+    const stored = await this.storeAssigning(instance, a);
+    if (stored === 'finishing') return { reply: await a.completion };
+    if (stored !== 'stored') return { reply: assigningReply(stored, this.retryAfter) };
+    return { reply: assigningReply(a.op, this.retryAfter), completion: a.completion };
+  }
+
+  /**
+   * Stores the `assigning` operation of an assignment that started without it. 'finishing': the assignment is
+   * writing its end (the reply follows from its completion); an operation: another node's assignment of this
+   * device, stored first (ours then ends without writing).
+   */
+  private storeAssigning(instance: ProvisioningInstance, a: Assignment): Promise<'stored' | 'finishing' | RegistrationOperation> {
+    if (a.state === 'stored') return Promise.resolve('stored');
+    if (a.state === 'finishing') return Promise.resolve('finishing');
+    if (a.state === 'lost') return Promise.resolve(a.lostTo ?? 'finishing');
+    a.storing ??= (async () => {
+      a.state = 'storing';
+      try {
+        if ((await this.d.store.createOperation(instance.name, a.op)) === 'ok') {
+          a.state = 'stored';
+          return 'stored';
+        }
+        const other = await this.d.store.findInFlightOperation(instance.name, a.op.registrationId);
+        a.state = 'lost';
+        if (other) a.lostTo = other;
+        return other ?? 'finishing';
+      } catch (e) {
+        // Nothing stored: the assignment ends as an unstored one (its single end write), and this reply fails.
+        a.state = 'unstored';
+        a.storing = undefined;
+        throw e;
+      }
+    })();
+    return a.storing;
+  }
+
+  /**
+   * Writes the end of an assignment: one transaction with its record when present. An operation not stored yet is
+   * inserted finished, with the record under compare-and-set on the record this registration read (another node
+   * may have registered the device meanwhile); a stored one is updated under compare-and-set on its version.
+   */
+  private async writeEnd(instance: ProvisioningInstance, a: Assignment, done: RegistrationOperation, prior: RegistrationRecord | undefined, record?: RegistrationRecord): Promise<RegistrationReply> {
+    if (a.state === 'storing') await a.storing?.catch(() => undefined);
+    if (a.state === 'unstored') {
+      a.state = 'finishing';
+      if (record === undefined) {
+        await this.d.store.createOperation(instance.name, done);
+        return finalReply(done);
+      }
+      let expect: RecordExpectation = prior === undefined ? { kind: 'absent' } : { kind: 'etag', etag: prior.etag };
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const w = await this.d.store.createOperation(instance.name, done, { record, expect });
+        if (w === 'ok') return finalReply(done);
+        // Someone else registered this device meanwhile: answer with theirs (the hub write above was idempotent).
+        const ctx = await this.d.store.getRegistrationContext(instance.name, a.op.registrationId);
+        if (ctx.inFlightOperation) return assigningReply(ctx.inFlightOperation, this.retryAfter);
+        const theirs = ctx.record !== undefined && ctx.record.operationId !== undefined && ctx.record.operationId !== a.op.operationId ? await this.d.store.getOperation(instance.name, ctx.record.operationId) : undefined;
+        if (theirs && theirs.status !== 'assigning' && theirs.createdDateTimeUtc >= a.op.createdDateTimeUtc) return finalReply(theirs);
+        // The record changed otherwise (deleted or replaced by an operator): write ours over it.
+        expect = { kind: 'any' };
+      }
+      throw new Error('the registration record kept changing');
+    }
+    if (a.state === 'lost') {
+      // Another node stored its operation of this device first: ours ends unwritten; answer with what is stored.
+      const other = a.lostTo === undefined ? undefined : await this.d.store.getOperation(instance.name, a.lostTo.operationId);
+      if (other && other.status !== 'assigning') return finalReply(other);
+      return assigningReply(other ?? a.op, this.retryAfter);
+    }
+    const w = await this.d.store.updateOperation(instance.name, done, a.op.version, record === undefined ? undefined : { record, expect: { kind: 'any' } });
+    if (w === 'ok') return finalReply(done);
+    // Someone else finished or took over the operation: answer with what is stored.
+    const stored = await this.d.store.getOperation(instance.name, a.op.operationId);
+    return stored && stored.status !== 'assigning' ? finalReply(stored) : assigningReply(stored ?? a.op, this.retryAfter);
+  }
+
   /** Runs one assignment to its end. Never rejects: failures end the operation `failed`. */
   private async assign(
     instance: ProvisioningInstance,
     match: Exclude<EnrollmentMatch, { kind: 'blocked' }>,
     registrationId: string,
     prior: RegistrationRecord | undefined,
-    op: RegistrationOperation,
+    a: Assignment,
   ): Promise<RegistrationReply> {
+    const op = a.op;
     let record: RegistrationRecord;
     try {
       record = await this.assignToHub(instance, match, registrationId, prior, op);
     } catch (e) {
       this.log.error({ err: e, idScope: instance.idScope, operationId: op.operationId }, 'registration assignment failed unexpectedly');
-      return this.finishWithoutRecord(instance, op, 'ServerError', 'The registration failed because of an internal error; register again.');
+      return this.finishWithoutRecord(instance, a, 'ServerError', 'The registration failed because of an internal error; register again.');
     }
     const now = this.nowIso();
     const done: RegistrationOperation = {
@@ -309,14 +456,10 @@ export class RegistrationService {
       result: resultAsJson(registrationResult(record)),
     };
     try {
-      const w = await this.d.store.updateOperation(instance.name, done, op.version, { record, expect: { kind: 'any' } });
-      if (w === 'ok') return finalReply(done);
-      // Someone else finished or took over the operation: answer with what is stored.
-      const stored = await this.d.store.getOperation(instance.name, op.operationId);
-      return stored && stored.status !== 'assigning' ? finalReply(stored) : assigningReply(stored ?? op, this.retryAfter);
+      return await this.writeEnd(instance, a, done, prior, record);
     } catch (e) {
       this.log.error({ err: e, idScope: instance.idScope, operationId: op.operationId }, 'recording a registration failed');
-      return this.finishWithoutRecord(instance, op, 'ServiceUnavailable', 'The registration could not be recorded; register again.');
+      return this.finishWithoutRecord(instance, a, 'ServiceUnavailable', 'The registration could not be recorded; register again.');
     }
   }
 
@@ -343,7 +486,8 @@ export class RegistrationService {
       status: 'failed',
       etag: this.newEtag(),
       enrollment: ref,
-      attestationType: 'symmetricKey',
+      attestationType: match.x509 ? 'x509' : 'symmetricKey',
+      ...(match.x509 ? { x509: x509ResultJson(match.x509) } : {}),
       operationId: op.operationId,
     };
     const failed = (errorName: ErrorName, message: string): RegistrationRecord => ({ ...base, status: 'failed', errorCode: ERROR_CATALOGUE[errorName].code, errorMessage: message });
@@ -373,8 +517,9 @@ export class RegistrationService {
       target = d.hub;
     }
 
-    const credentials: HubCredentials =
-      match.kind === 'individual'
+    const credentials: HubCredentials = match.x509
+      ? x509HubCredentials(match.x509)
+      : match.kind === 'individual'
         ? symmetricCredentials(match.enrollment)
         : { type: 'sas', primaryKey: match.derivedKeys.primaryKey, secondaryKey: match.derivedKeys.secondaryKey };
     let client;
@@ -409,7 +554,8 @@ export class RegistrationService {
   }
 
   /** Ends an operation `failed` without touching the record (internal errors). */
-  private async finishWithoutRecord(instance: ProvisioningInstance, op: RegistrationOperation, errorName: ErrorName, message: string): Promise<RegistrationReply> {
+  private async finishWithoutRecord(instance: ProvisioningInstance, a: Assignment, errorName: ErrorName, message: string): Promise<RegistrationReply> {
+    const op = a.op;
     const now = this.nowIso();
     const result: DeviceRegistrationResult = {
       registrationId: op.registrationId,
@@ -420,17 +566,19 @@ export class RegistrationService {
       errorMessage: message,
     };
     const done: RegistrationOperation = { ...op, status: 'failed', version: op.version + 1, lastUpdatedDateTimeUtc: now, result: resultAsJson(result) };
+    // A failed write of the end of an unstored operation was rolled back: it is still unstored.
+    if (a.state === 'finishing') a.state = 'unstored';
     try {
-      await this.d.store.updateOperation(instance.name, done, op.version);
+      return await this.writeEnd(instance, a, done, undefined);
     } catch (e) {
       this.log.error({ err: e, operationId: op.operationId }, 'could not mark a registration operation failed');
+      return finalReply(done);
     }
-    return finalReply(done);
   }
 
   /** A poll of an operation whose node died: it ends failed so the device registers again. */
   private async failAbandoned(instance: ProvisioningInstance, op: RegistrationOperation): Promise<RegistrationReply> {
-    const reply = await this.finishWithoutRecord(instance, op, 'ServiceUnavailable', 'The registration was interrupted; register again.');
+    const reply = await this.finishWithoutRecord(instance, { op, state: 'stored', completion: Promise.resolve(assigningReply(op, this.retryAfter)) }, 'ServiceUnavailable', 'The registration was interrupted; register again.');
     const stored = await this.d.store.getOperation(instance.name, op.operationId);
     if (stored && stored.status !== 'assigning') return finalReply(stored);
     return reply;
@@ -461,8 +609,40 @@ export class RegistrationService {
 
 // -------------------------------------------------------------------------------------------------- helpers
 
+/**
+ * An assignment running in this process. `unstored`: its operation is not written yet (it ends with one write of the
+ * finished operation and the record, unless a 202 must name it first: `storing`, then `stored`); `finishing`: the
+ * end of an unstored one is being written; `lost`: another node stored an `assigning` operation of the same device
+ * first (`lostTo`), so this one ends without writing.
+ */
+interface Assignment {
+  op: RegistrationOperation;
+  state: 'unstored' | 'storing' | 'stored' | 'finishing' | 'lost';
+  storing?: Promise<'stored' | 'finishing' | RegistrationOperation>;
+  lostTo?: RegistrationOperation;
+  completion: Promise<RegistrationReply>;
+}
+
 function runKey(instance: ProvisioningInstance, operationId: string): string {
   return `${instance.name}\u0000${operationId}`;
+}
+
+function registrationRunKey(instance: ProvisioningInstance, registrationId: string): string {
+  return `${instance.name}\u0000${registrationKey(registrationId)}`;
+}
+
+/** Waits up to `budgetMs` for the final reply; the timer never outlives the wait. */
+async function withinBudget(p: PendingReply, budgetMs: number): Promise<RegistrationReply> {
+  if (p.completion === undefined || budgetMs <= 0) return p.reply;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), budgetMs);
+  });
+  try {
+    return (await Promise.race([p.completion, timeout])) ?? p.reply;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function enrollmentOf(m: EnrollmentMatch): EnrollmentCommon {

@@ -48,6 +48,21 @@ export type RecordExpectation =
   /** Unconditionally (create or replace). */
   | { kind: 'any' };
 
+/** What a register request reads about one registration id (one round trip; see getRegistrationContext). */
+export interface RegistrationContext {
+  record: RegistrationRecord | undefined;
+  /** The individual enrollment with this registration id. */
+  individualEnrollment: IndividualEnrollment | undefined;
+  /** The operation of this registration id whose status is `assigning`. */
+  inFlightOperation: RegistrationOperation | undefined;
+}
+
+/** A registration record to write with an operation, in the same transaction. */
+export interface RecordWrite {
+  record: RegistrationRecord;
+  expect: RecordExpectation;
+}
+
 /** Narrow read port for the device hot path (register, operation status polls). */
 export interface ProvisioningReadStore {
   getInstance(name: string): Promise<ProvisioningInstance | undefined>;
@@ -60,6 +75,11 @@ export interface ProvisioningReadStore {
   getOperation(instance: string, operationId: string): Promise<RegistrationOperation | undefined>;
   /** The operation of this registration id whose status is `assigning`, if any. */
   findInFlightOperation(instance: string, registrationId: string): Promise<RegistrationOperation | undefined>;
+  /**
+   * getRegistration, getIndividualEnrollment and findInFlightOperation of one registration id at once (one statement,
+   * one round trip): what every register request needs.
+   */
+  getRegistrationContext(instance: string, registrationId: string): Promise<RegistrationContext>;
 }
 
 export interface ProvisioningStore extends ProvisioningReadStore {
@@ -106,6 +126,13 @@ export interface ProvisioningStore extends ProvisioningReadStore {
    */
   createOperation(instance: string, operation: RegistrationOperation): Promise<CreateResult>;
   /**
+   * Inserts a finished (not `assigning`) operation and writes its registration record in one transaction: the single
+   * write of an assignment that ended before its operation had to be stored as `assigning`. 'exists' when the
+   * operation id is taken or when an operation of the same registration id is `assigning` (someone else is on it);
+   * 'precondition-failed' when the record expectation does not hold. Nothing is written unless every condition holds.
+   */
+  createOperation(instance: string, operation: RegistrationOperation, registration: RecordWrite): Promise<CreateResult | 'precondition-failed'>;
+  /**
    * Compare-and-set on the operation version: writes `operation` (whose `version` must be expectedVersion + 1) when
    * the stored version equals `expectedVersion`. With `registration`, the record is written in the same
    * transaction, and nothing is written unless both conditions hold.
@@ -114,7 +141,7 @@ export interface ProvisioningStore extends ProvisioningReadStore {
     instance: string,
     operation: RegistrationOperation,
     expectedVersion: number,
-    registration?: { record: RegistrationRecord; expect: RecordExpectation },
+    registration?: RecordWrite,
   ): Promise<WriteResult>;
   /** `assigning` operations last updated before `updatedBefore` (ISO time), oldest first: work to resume. */
   listStaleOperations(instance: string, updatedBefore: string, limit: number): Promise<RegistrationOperation[]>;

@@ -373,6 +373,63 @@ export function provisioningStoreContract(name: string, open: () => Promise<Prov
         assert.deepEqual(await store().getRegistration(i, 'dev-z'), record);
       });
 
+      it('creates a finished operation and its record in one transaction, unless the registration is in flight', async () => {
+        const i = newInstance();
+        const done = sampleOperation('fin-1', 'Dev-F', { status: 'assigned', lastUpdatedDateTimeUtc: T1, result: { status: 'assigned' } });
+        const record = sampleRecord('dev-f', {}, { etag: 'ImZpbi0xIg==' });
+        assert.equal(await store().createOperation(i, done, { record, expect: { kind: 'absent' } }), 'ok');
+        assert.deepEqual(await store().getOperation(i, 'fin-1'), done);
+        assert.deepEqual(await store().getRegistration(i, 'DEV-F'), record);
+
+        // The record expectation decides: nothing is written when it does not hold.
+        const again = sampleOperation('fin-2', 'dev-f', { status: 'assigned', lastUpdatedDateTimeUtc: T2 });
+        const next = { ...record, etag: 'ImZpbi0yIg==', lastUpdatedDateTimeUtc: T2 };
+        assert.equal(await store().createOperation(i, again, { record: next, expect: { kind: 'absent' } }), 'precondition-failed');
+        assert.equal(await store().createOperation(i, again, { record: next, expect: { kind: 'etag', etag: 'stale' } }), 'precondition-failed');
+        assert.equal(await store().getOperation(i, 'fin-2'), undefined, 'no operation without its record');
+        assert.deepEqual(await store().getRegistration(i, 'dev-f'), record);
+        assert.equal(await store().createOperation(i, again, { record: next, expect: { kind: 'etag', etag: record.etag } }), 'ok');
+        assert.deepEqual(await store().getRegistration(i, 'dev-f'), next);
+
+        // A taken operation id, or an `assigning` operation of the same registration id: 'exists', nothing written.
+        const third = { ...next, etag: 'ImZpbi0zIg==' };
+        assert.equal(await store().createOperation(i, { ...again, registrationId: 'dev-f' }, { record: third, expect: { kind: 'any' } }), 'exists');
+        assert.deepEqual(await store().getRegistration(i, 'dev-f'), next, 'the record is rolled back with the operation');
+        assert.equal(await store().createOperation(i, sampleOperation('busy', 'DEV-F')), 'ok');
+        assert.equal(await store().createOperation(i, sampleOperation('fin-3', 'dev-f', { status: 'failed' }), { record: third, expect: { kind: 'any' } }), 'exists');
+        assert.deepEqual(await store().getRegistration(i, 'dev-f'), next);
+        assert.equal(await store().getOperation(i, 'fin-3'), undefined);
+        await assert.rejects(store().createOperation(i, sampleOperation('fin-4', 'other'), { record: sampleRecord('other'), expect: { kind: 'any' } }), /assigning/);
+        await assert.rejects(
+          store().createOperation(i, sampleOperation('fin-5', 'other', { status: 'failed' }), { record: sampleRecord('someone-else'), expect: { kind: 'any' } }),
+          /record/,
+        );
+      });
+
+      it('reads the record, the individual enrollment and the in-flight operation of a registration id at once', async () => {
+        const i = newInstance();
+        assert.deepEqual(await store().getRegistrationContext(i, 'ctx-1'), { record: undefined, individualEnrollment: undefined, inFlightOperation: undefined });
+        const e = sampleEnrollment('Ctx-1');
+        await store().createIndividualEnrollment(i, e);
+        assert.deepEqual(await store().getRegistrationContext(i, 'CTX-1'), { record: undefined, individualEnrollment: e, inFlightOperation: undefined });
+        const r = sampleRecord('ctx-1');
+        await store().putRegistration(i, r, { kind: 'absent' });
+        const finished = sampleOperation('ctx-done', 'ctx-1', { status: 'assigned' });
+        await store().createOperation(i, finished);
+        assert.deepEqual(await store().getRegistrationContext(i, 'ctx-1'), { record: r, individualEnrollment: e, inFlightOperation: undefined }, 'finished operations are not in flight');
+        const op = sampleOperation('ctx-op', 'CTX-1', { version: 3 });
+        await store().createOperation(i, op);
+        assert.deepEqual(await store().getRegistrationContext(i, 'Ctx-1'), { record: r, individualEnrollment: e, inFlightOperation: op });
+        assert.deepEqual(await store().getRegistrationContext(newInstance(), 'ctx-1'), { record: undefined, individualEnrollment: undefined, inFlightOperation: undefined }, 'instances are isolated');
+        // Each part on its own.
+        const j = newInstance();
+        await store().createOperation(j, sampleOperation('only-op', 'solo'));
+        const only = await store().getRegistrationContext(j, 'solo');
+        assert.equal(only.record, undefined);
+        assert.equal(only.individualEnrollment, undefined);
+        assert.equal(only.inFlightOperation?.operationId, 'only-op');
+      });
+
       it('lists stale in-flight operations and purges old finished ones', async () => {
         const i = newInstance();
         await store().createOperation(i, sampleOperation('old-1', 'a', { lastUpdatedDateTimeUtc: T0 }));

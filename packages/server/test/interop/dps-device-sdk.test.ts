@@ -14,7 +14,7 @@ import { registerDpsDeviceApi } from '../../src/transport/http/dps-device-api.ts
 import { createHubRealm, startMqttListener, type MqttListener } from '../../src/transport/mqtt/listener.ts';
 import { uniqueLoopback } from '../helpers/ids.ts';
 import { createTestPki, type TestPki } from '../helpers/pki.ts';
-import { createRuntimeFixture, newKey, type RuntimeFixture } from '../provisioning/runtime/fixture.ts';
+import { createRuntimeFixture, newKey, TEST_RESPONSE_BUDGET_MS, type RuntimeFixture } from '../provisioning/runtime/fixture.ts';
 
 /**
  * The official DPS device SDK over HTTPS (azure-iot-provisioning-device + -http + azure-iot-security-symmetric-key),
@@ -136,6 +136,8 @@ describe('DPS device SDK over HTTPS (official packages)', () => {
       hubNames: [hubAddr],
       clock: systemClock,
       tls,
+      // A: answers asserted final (200) at once, so a budget no loaded machine exhausts; B forces 202 (budget 0).
+      responseBudgetMs: TEST_RESPONSE_BUDGET_MS,
       configureApp: (app) => app.addHook('onResponse', async (req, reply) => void seenA.push({ method: req.method, url: req.url, status: reply.statusCode })),
     });
     await f.app.listen({ host: dpsA, port: 443 });

@@ -1,85 +1,55 @@
 import type { Clock } from '../../core/clock.ts';
-import { HomingError } from '../../core/errors.ts';
+import type { ProvisioningStore } from '../../store/provisioning-ports.ts';
+import type { InstanceQuotaSettings, ProvisioningInstance } from '../model.ts';
+import { QuotaService } from '../quotas/quota-service.ts';
 
 /**
- * DPS rate limits (dps-behavior.md §7.2): registrations per instance per minute, and operation-status polls per
- * device per 10 s. Token buckets in this process (one node's share when several run). 429 with Retry-After.
+ * The quota checks of the device runtime (dps-behavior.md §2.2 step 2, §7; docs/api/quotas.md): what
+ * RegistrationService calls at each use case. The buckets and the rules live in quotas/quota-service.ts; this is the
+ * registration service's view of them.
  */
-export interface RegistrationLimits {
-  /** Register PUTs (and status lookups) per instance per minute. Unset: no limit. Azure: 1,000. */
-  registrationsPerMinute?: number;
-  /** Operation-status polls per device per 10 s. Unset: no limit. Azure: 5. */
-  pollsPer10Seconds?: number;
-}
 
-interface Bucket {
-  tokens: number;
-  atMs: number;
-}
+/**
+ * Service-wide quota settings for instances without their own (the same fields as an instance's `quotas`):
+ * `registrationsPerMinute`, `operationsPerMinute`, `pollsPer10Seconds`, `maxRegistrations`, `preset`.
+ */
+export type RegistrationLimits = InstanceQuotaSettings;
 
-const MAX_DEVICE_BUCKETS = 100_000;
-
-class TokenBuckets {
-  private readonly buckets = new Map<string, Bucket>();
-  private readonly capacity: number;
-  private readonly perMs: number;
-
-  constructor(capacity: number, windowMs: number) {
-    this.capacity = capacity;
-    this.perMs = capacity / windowMs;
-  }
-
-  /** Takes a token, or returns the seconds to wait for one. */
-  take(key: string, nowMs: number): number | undefined {
-    let b = this.buckets.get(key);
-    if (b === undefined) {
-      if (this.buckets.size >= MAX_DEVICE_BUCKETS) this.prune(nowMs);
-      b = { tokens: this.capacity, atMs: nowMs };
-      this.buckets.set(key, b);
-    } else {
-      b.tokens = Math.min(this.capacity, b.tokens + Math.max(0, nowMs - b.atMs) * this.perMs);
-      b.atMs = nowMs;
-    }
-    if (b.tokens >= 1) {
-      b.tokens -= 1;
-      return undefined;
-    }
-    return Math.max(1, Math.ceil((1 - b.tokens) / this.perMs / 1000));
-  }
-
-  /** Drops buckets that are full again (they behave like absent ones). */
-  private prune(nowMs: number): void {
-    for (const [k, b] of this.buckets) {
-      if (b.tokens + (nowMs - b.atMs) * this.perMs >= this.capacity) this.buckets.delete(k);
-    }
-    if (this.buckets.size >= MAX_DEVICE_BUCKETS) this.buckets.clear();
-  }
+export interface RegistrationThrottleDeps {
+  clock: Clock;
+  store: Pick<ProvisioningStore, 'countRegistrations'>;
+  /** The quota service shared with the service API (and, on PostgreSQL, with other nodes). */
+  quotas?: QuotaService;
+  /** Used only without `quotas`: the defaults of an in-memory quota service of this registration service. */
+  limits?: RegistrationLimits;
 }
 
 export class RegistrationThrottle {
-  private readonly registrations: TokenBuckets | undefined;
-  private readonly polls: TokenBuckets | undefined;
-  private readonly clock: Clock;
+  private readonly quotas: QuotaService;
+  private readonly store: Pick<ProvisioningStore, 'countRegistrations'>;
 
-  constructor(limits: RegistrationLimits, clock: Clock) {
-    this.clock = clock;
-    const r = limits.registrationsPerMinute;
-    const p = limits.pollsPer10Seconds;
-    this.registrations = r !== undefined && r > 0 ? new TokenBuckets(r, 60_000) : undefined;
-    this.polls = p !== undefined && p > 0 ? new TokenBuckets(p, 10_000) : undefined;
+  constructor(deps: RegistrationThrottleDeps) {
+    this.store = deps.store;
+    this.quotas = deps.quotas ?? new QuotaService({ clock: deps.clock, ...(deps.limits ? { defaults: deps.limits } : {}) });
   }
 
-  registration(instance: string): void {
-    const wait = this.registrations?.take(instance, this.clock.now());
-    if (wait !== undefined) throw throttled(wait, 'registrations');
+  /** A register PUT (before authentication: an instance's rate is spent by whoever calls it, as in DPS). */
+  registration(instance: ProvisioningInstance): Promise<void> {
+    return this.quotas.admitRegistration(instance);
   }
 
-  poll(instance: string, registrationKey: string): void {
-    const wait = this.polls?.take(`${instance}\u0000${registrationKey}`, this.clock.now());
-    if (wait !== undefined) throw throttled(wait, 'operation status polls');
+  /** A registration status lookup: counted as a registration (dps-behavior.md §7.2, [P]). */
+  lookup(instance: ProvisioningInstance): Promise<void> {
+    return this.quotas.admitRegistration(instance);
   }
-}
 
-function throttled(retryAfterSeconds: number, what: string): HomingError {
-  return new HomingError('ThrottlingException', `Too many ${what}; retry after ${retryAfterSeconds} s.`, { retryAfterSeconds });
+  /** An authenticated operation-status request. Returns the least Retry-After (s) for a still-assigning answer. */
+  poll(instance: ProvisioningInstance, registrationKey: string): Promise<number> {
+    return this.quotas.admitPoll(instance, registrationKey);
+  }
+
+  /** A registration about to create a new registration record (the device has none). */
+  newRecord(instance: ProvisioningInstance): Promise<void> {
+    return this.quotas.admitNewRecord(instance, () => this.store.countRegistrations(instance.name));
+  }
 }

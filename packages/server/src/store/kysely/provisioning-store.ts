@@ -1,4 +1,4 @@
-import type { Kysely, Transaction } from 'kysely';
+import { PostgresAdapter, sql, type Compilable, type Kysely, type Transaction } from 'kysely';
 import type {
   EnrollmentGroup,
   IndividualEnrollment,
@@ -17,6 +17,8 @@ import type {
   PageRequest,
   ProvisioningStore,
   RecordExpectation,
+  RecordWrite,
+  RegistrationContext,
 } from '../provisioning-ports.ts';
 
 /**
@@ -87,8 +89,8 @@ type Tx = Transaction<Database & ProvisioningTables>;
 const MAX_PAGE = 1000;
 
 /** Thrown inside a transaction to roll it back with an expected outcome. */
-class Rollback extends Error {
-  constructor(readonly result: WriteResult) {
+class Rollback<R extends string = WriteResult> extends Error {
+  constructor(readonly result: R) {
     super(result);
   }
 }
@@ -151,39 +153,194 @@ function recordColumns(instance: string, r: RegistrationRecord): DpsRegistration
   };
 }
 
-function operationColumns(instance: string, op: RegistrationOperation): DpsOperationsTable {
-  return {
-    instance,
-    operation_id: op.operationId,
-    registration_key: key(op.registrationId),
-    status: op.status,
-    version: op.version,
-    updated_at: op.lastUpdatedDateTimeUtc,
-    doc: JSON.stringify(op),
-  };
-}
-
 const INSTANCE_COLS = ['doc', 'etag'] as const;
 const DOC_COLS = ['doc', 'etag'] as const;
 const OP_COLS = ['doc', 'status', 'version'] as const;
 
-/** The point reads of the device hot path (register, status polls), compiled once (see PreparedQuery). */
+/**
+ * `status = 'assigning'` as a literal in the SQL text, not a parameter: only then can SQLite and a generic
+ * PostgreSQL plan use the partial unique index `dps_operations_in_flight_uq` (WHERE status = 'assigning'); with a
+ * parameter they scan the instance's operations.
+ */
+const ASSIGNING = sql<OperationStatus>`'assigning'`;
+
+/** The columns of `getRegistrationContext`: one row per part found, told apart by `part`. */
+type ContextRow = { part: 'record' | 'enrollment' | 'operation'; doc: string; etag: string | null; status: OperationStatus | null; version: number | null };
+
+/**
+ * The statements of the device hot path (register, status polls), built and compiled once (see PreparedQuery):
+ * building and compiling a Kysely query costs more than SQLite takes to run it, and a stable SQL text keeps the
+ * adapters' statement caches hitting. Arguments are listed in each query's comment, in `slot` order.
+ */
 function prepareQueries(db: Db) {
+  const part = (p: ContextRow['part']) => sql<ContextRow['part']>`${sql.lit(p)}`.as('part');
+  const nullStatus = sql<OperationStatus | null>`cast(null as text)`;
+  const nullVersion = sql<number | null>`cast(null as bigint)`;
   return {
+    /** idScope */
     instanceByIdScope: new PreparedQuery(db.selectFrom('dps_instances').select(INSTANCE_COLS).where('id_scope', '=', slot(0))),
+    /** instance, registrationKey */
     enrollment: new PreparedQuery(db.selectFrom('dps_enrollments').select(DOC_COLS).where('instance', '=', slot(0)).where('registration_key', '=', slot(1))),
+    /** instance, groupKey */
     group: new PreparedQuery(db.selectFrom('dps_enrollment_groups').select(DOC_COLS).where('instance', '=', slot(0)).where('group_key', '=', slot(1))),
+    /** instance, registrationKey */
     registration: new PreparedQuery(db.selectFrom('dps_registrations').select(DOC_COLS).where('instance', '=', slot(0)).where('registration_key', '=', slot(1))),
+    /** instance, operationId */
     operation: new PreparedQuery(db.selectFrom('dps_operations').select(OP_COLS).where('instance', '=', slot(0)).where('operation_id', '=', slot(1))),
+    /** instance, registrationKey */
     inFlight: new PreparedQuery(
       db
         .selectFrom('dps_operations')
         .select(OP_COLS)
         .where('instance', '=', slot(0))
         .where('registration_key', '=', slot(1))
-        .where('status', '=', 'assigning'),
+        .where('status', '=', ASSIGNING),
+    ),
+    /** instance, registrationKey: the record, the individual enrollment and the in-flight operation, in one statement. */
+    context: new PreparedQuery<ContextRow>(
+      db
+        .selectFrom('dps_registrations')
+        .select((eb) => [part('record'), 'doc', eb.ref('etag').$castTo<string | null>().as('etag'), nullStatus.as('status'), nullVersion.as('version')])
+        .where('instance', '=', slot(0))
+        .where('registration_key', '=', slot(1))
+        .unionAll(
+          db
+            .selectFrom('dps_enrollments')
+            .select((eb) => [part('enrollment'), 'doc', eb.ref('etag').$castTo<string | null>().as('etag'), nullStatus.as('status'), nullVersion.as('version')])
+            .where('instance', '=', slot(0))
+            .where('registration_key', '=', slot(1)),
+        )
+        .unionAll(
+          db
+            .selectFrom('dps_operations')
+            .select((eb) => [
+              part('operation'),
+              'doc',
+              sql<string | null>`cast(null as text)`.as('etag'),
+              eb.ref('status').$castTo<OperationStatus | null>().as('status'),
+              eb.ref('version').$castTo<number | null>().as('version'),
+            ])
+            .where('instance', '=', slot(0))
+            .where('registration_key', '=', slot(1))
+            .where('status', '=', ASSIGNING),
+        ),
+    ),
+    /** instance, registrationKey: whether an operation of this registration id is in flight. */
+    inFlightExists: new PreparedQuery(
+      db.selectFrom('dps_operations').select('version').where('instance', '=', slot(0)).where('registration_key', '=', slot(1)).where('status', '=', ASSIGNING),
+    ),
+    /** instance, operationId, registrationKey, status, version, updatedAt, doc (nothing inserted on any unique conflict) */
+    insertOperation: new PreparedQuery(
+      db
+        .insertInto('dps_operations')
+        .values({
+          instance: slot(0),
+          operation_id: slot(1),
+          registration_key: slot(2),
+          status: slot<OperationStatus>(3),
+          version: slot<number>(4),
+          updated_at: slot(5),
+          doc: slot(6),
+        })
+        .onConflict((oc) => oc.doNothing()),
+    ),
+    /** instance, operationId, status, version, updatedAt, doc, expectedVersion */
+    updateOperation: new PreparedQuery(
+      db
+        .updateTable('dps_operations')
+        .set({ status: slot<OperationStatus>(2), version: slot<number>(3), updated_at: slot(4), doc: slot(5) })
+        .where('instance', '=', slot(0))
+        .where('operation_id', '=', slot(1))
+        .where('version', '=', slot<number>(6)),
+    ),
+    /** instance, operationId */
+    operationVersion: new PreparedQuery(db.selectFrom('dps_operations').select('version').where('instance', '=', slot(0)).where('operation_id', '=', slot(1))),
+    /** instance, registrationKey, enrollmentKind, groupKey, etag, doc: only when no record exists */
+    insertRecord: new PreparedQuery(
+      db
+        .insertInto('dps_registrations')
+        .values(recordSlots())
+        .onConflict((oc) => oc.doNothing()),
+    ),
+    /** instance, registrationKey, enrollmentKind, groupKey, etag, doc: create or replace */
+    upsertRecord: new PreparedQuery(
+      db
+        .insertInto('dps_registrations')
+        .values(recordSlots())
+        .onConflict((oc) =>
+          oc.columns(['instance', 'registration_key']).doUpdateSet((eb) => ({
+            enrollment_kind: eb.ref('excluded.enrollment_kind'),
+            group_key: eb.ref('excluded.group_key'),
+            etag: eb.ref('excluded.etag'),
+            doc: eb.ref('excluded.doc'),
+          })),
+        ),
+    ),
+    /** instance, registrationKey, enrollmentKind, groupKey, etag, doc, expectedEtag */
+    updateRecord: new PreparedQuery(
+      db
+        .updateTable('dps_registrations')
+        .set({ enrollment_kind: slot<'individual' | 'group'>(2), group_key: slot<string | null>(3), etag: slot(4), doc: slot(5) })
+        .where('instance', '=', slot(0))
+        .where('registration_key', '=', slot(1))
+        .where('etag', '=', slot(6)),
     ),
   };
+}
+
+function recordSlots(): DpsRegistrationsTable {
+  return {
+    instance: slot(0),
+    registration_key: slot(1),
+    enrollment_kind: slot<'individual' | 'group'>(2),
+    group_key: slot<string | null>(3),
+    etag: slot(4),
+    doc: slot(5),
+  };
+}
+
+/**
+ * PostgreSQL only: `createOperation` with its record as ONE statement (data-modifying CTEs), so the register hot
+ * path's single write is one round trip and one commit instead of five round trips (BEGIN, check, record, operation,
+ * COMMIT). The record is written only when no operation of the registration id is `assigning` and its expectation
+ * holds; the operation only when the record was written. A taken operation id fails the whole statement (unique
+ * violation, so the record is not kept either). Arguments: instance, registrationKey, enrollmentKind, groupKey,
+ * etag, doc, operationId, status, version, updatedAt, opDoc[, expectedEtag]. The result row tells what happened.
+ */
+function preparePostgresFinish(db: Db) {
+  const variant = (expect: RecordExpectation['kind']) => {
+    const rec =
+      expect === 'etag'
+        ? sql`update dps_registrations set enrollment_kind = ${slot(2)}, group_key = ${slot(3)}, etag = ${slot(4)}, doc = ${slot(5)}
+            where instance = ${slot(0)} and registration_key = ${slot(1)} and etag = ${slot(11)} and not exists (select 1 from busy)
+            returning 1`
+        : sql`insert into dps_registrations (instance, registration_key, enrollment_kind, group_key, etag, doc)
+            select ${slot(0)}, ${slot(1)}, ${slot(2)}, ${slot(3)}, ${slot(4)}, ${slot(5)} where not exists (select 1 from busy)
+            ${
+              expect === 'any'
+                ? sql`on conflict (instance, registration_key) do update set enrollment_kind = excluded.enrollment_kind, group_key = excluded.group_key, etag = excluded.etag, doc = excluded.doc`
+                : sql`on conflict do nothing`
+            }
+            returning 1`;
+    const raw = sql<{ busy: number; rec: number; op: number }>`with busy as (
+        select 1 from dps_operations where instance = ${slot(0)} and registration_key = ${slot(1)} and status = ${ASSIGNING}
+      ), rec as (${rec}), op as (
+        insert into dps_operations (instance, operation_id, registration_key, status, version, updated_at, doc)
+        select ${slot(0)}, ${slot(6)}, ${slot(1)}, ${slot(7)}, ${slot<number>(8)}, ${slot(9)}, ${slot(10)} where exists (select 1 from rec)
+        returning 1
+      )
+      select (select count(*) from busy) as busy, (select count(*) from rec) as rec, (select count(*) from op) as op`;
+    const compilable: Compilable<{ busy: number; rec: number; op: number }> = { compile: () => raw.compile(db) };
+    return new PreparedQuery(compilable);
+  };
+  return { any: variant('any'), absent: variant('absent'), etag: variant('etag') };
+}
+
+/** PostgreSQL unique_violation. */
+const PG_UNIQUE_VIOLATION = '23505';
+
+function operationArgs(instance: string, op: RegistrationOperation): unknown[] {
+  return [instance, op.operationId, key(op.registrationId), op.status, op.version, op.lastUpdatedDateTimeUtc, JSON.stringify(op)];
 }
 
 /**
@@ -196,11 +353,14 @@ function prepareQueries(db: Db) {
 export class KyselyProvisioningStore implements ProvisioningStore {
   private readonly db: Db;
   private readonly q: ReturnType<typeof prepareQueries>;
+  /** PostgreSQL: the single-statement finishes (see preparePostgresFinish); undefined on SQLite. */
+  private readonly pgFinish: ReturnType<typeof preparePostgresFinish> | undefined;
 
   /** `db` is the shared store database; the provisioning tables are attached to its type here. */
   constructor(db: Kysely<Database>) {
     this.db = db.withTables<ProvisioningTables>();
     this.q = prepareQueries(this.db);
+    this.pgFinish = this.db.getExecutor().adapter instanceof PostgresAdapter ? preparePostgresFinish(this.db) : undefined;
   }
 
   // ---- instances -------------------------------------------------------------------------------------------
@@ -397,26 +557,11 @@ export class KyselyProvisioningStore implements ProvisioningStore {
 
   private async writeRecord(db: Db | Tx, instance: string, record: RegistrationRecord, expect: RecordExpectation): Promise<'ok' | 'precondition-failed'> {
     const row = recordColumns(instance, record);
-    if (expect.kind === 'etag') {
-      const r = await db
-        .updateTable('dps_registrations')
-        .set({ enrollment_kind: row.enrollment_kind, group_key: row.group_key, etag: row.etag, doc: row.doc })
-        .where('instance', '=', instance)
-        .where('registration_key', '=', row.registration_key)
-        .where('etag', '=', expect.etag)
-        .executeTakeFirst();
-      return Number(r.numUpdatedRows) === 1 ? 'ok' : 'precondition-failed';
-    }
-    const r = await db
-      .insertInto('dps_registrations')
-      .values(row)
-      .onConflict((oc) =>
-        expect.kind === 'any'
-          ? oc.columns(['instance', 'registration_key']).doUpdateSet({ enrollment_kind: row.enrollment_kind, group_key: row.group_key, etag: row.etag, doc: row.doc })
-          : oc.doNothing(),
-      )
-      .executeTakeFirst();
-    return Number(r.numInsertedOrUpdatedRows ?? 0n) >= 1 ? 'ok' : 'precondition-failed';
+    const args: unknown[] = [instance, row.registration_key, row.enrollment_kind, row.group_key, row.etag, row.doc];
+    const q = expect.kind === 'etag' ? this.q.updateRecord : expect.kind === 'any' ? this.q.upsertRecord : this.q.insertRecord;
+    if (expect.kind === 'etag') args.push(expect.etag);
+    const r = await db.executeQuery(q.bind(args));
+    return Number(r.numAffectedRows ?? 0n) >= 1 ? 'ok' : 'precondition-failed';
   }
 
   async deleteRegistration(instance: string, registrationId: string, expectedEtag?: ExpectedEtag): Promise<WriteResult> {
@@ -463,34 +608,71 @@ export class KyselyProvisioningStore implements ProvisioningStore {
     return r ? parseOperation(r) : undefined;
   }
 
-  async createOperation(instance: string, op: RegistrationOperation): Promise<CreateResult> {
-    const r = await this.db
-      .insertInto('dps_operations')
-      .values(operationColumns(instance, op))
-      .onConflict((oc) => oc.doNothing())
-      .executeTakeFirst();
-    return Number(r.numInsertedOrUpdatedRows ?? 0n) === 1 ? 'ok' : 'exists';
+  async getRegistrationContext(instance: string, registrationId: string): Promise<RegistrationContext> {
+    const { rows } = await this.db.executeQuery(this.q.context.bind([instance, key(registrationId)]));
+    const out: RegistrationContext = { record: undefined, individualEnrollment: undefined, inFlightOperation: undefined };
+    for (const r of rows) {
+      if (r.part === 'record') out.record = parseRecord({ doc: r.doc, etag: r.etag ?? '' });
+      else if (r.part === 'enrollment') out.individualEnrollment = parseEnrollment({ doc: r.doc, etag: r.etag ?? '' });
+      else if (r.status !== null && r.version !== null) out.inFlightOperation = parseOperation({ doc: r.doc, status: r.status, version: r.version });
+    }
+    return out;
   }
 
-  async updateOperation(
+  createOperation(instance: string, op: RegistrationOperation): Promise<CreateResult>;
+  createOperation(instance: string, op: RegistrationOperation, registration: RecordWrite): Promise<CreateResult | 'precondition-failed'>;
+  async createOperation(instance: string, op: RegistrationOperation, registration?: RecordWrite): Promise<CreateResult | 'precondition-failed'> {
+    if (registration === undefined) {
+      const r = await this.db.executeQuery(this.q.insertOperation.bind(operationArgs(instance, op)));
+      return Number(r.numAffectedRows ?? 0n) === 1 ? 'ok' : 'exists';
+    }
+    if (op.status === 'assigning') throw new Error('store: an operation created with its record must be finished, not assigning');
+    if (key(registration.record.registrationId) !== key(op.registrationId)) {
+      throw new Error(`store: the record of ${JSON.stringify(registration.record.registrationId)} given with an operation of ${JSON.stringify(op.registrationId)}`);
+    }
+    if (this.pgFinish) return this.createFinishedPostgres(this.pgFinish, instance, op, registration);
+    const r = await this.inTransaction<CreateResult | 'precondition-failed'>(async (trx) => {
+      // Someone is assigning this registration (its `assigning` row is stored): leave it to them.
+      const busy = await trx.executeQuery(this.q.inFlightExists.bind([instance, key(op.registrationId)]));
+      if (busy.rows.length > 0) throw new Rollback('exists');
+      if ((await this.writeRecord(trx, instance, registration.record, registration.expect)) !== 'ok') throw new Rollback('precondition-failed');
+      const ins = await trx.executeQuery(this.q.insertOperation.bind(operationArgs(instance, op)));
+      if (Number(ins.numAffectedRows ?? 0n) !== 1) throw new Rollback('exists');
+      return 'ok';
+    });
+    return r;
+  }
+
+  private async createFinishedPostgres(
+    q: ReturnType<typeof preparePostgresFinish>,
     instance: string,
     op: RegistrationOperation,
-    expectedVersion: number,
-    registration?: { record: RegistrationRecord; expect: RecordExpectation },
-  ): Promise<WriteResult> {
+    registration: RecordWrite,
+  ): Promise<CreateResult | 'precondition-failed'> {
+    const row = recordColumns(instance, registration.record);
+    const args: unknown[] = [instance, row.registration_key, row.enrollment_kind, row.group_key, row.etag, row.doc, op.operationId, op.status, op.version, op.lastUpdatedDateTimeUtc, JSON.stringify(op)];
+    if (registration.expect.kind === 'etag') args.push(registration.expect.etag);
+    try {
+      const { rows } = await this.db.executeQuery(q[registration.expect.kind].bind(args));
+      const r = rows[0];
+      if (r === undefined) throw new Error('store: the finish statement returned no row');
+      if (Number(r.busy) > 0) return 'exists';
+      if (Number(r.rec) === 0) return 'precondition-failed';
+      return 'ok';
+    } catch (e) {
+      if ((e as { code?: unknown }).code === PG_UNIQUE_VIOLATION) return 'exists';
+      throw e;
+    }
+  }
+
+  async updateOperation(instance: string, op: RegistrationOperation, expectedVersion: number, registration?: RecordWrite): Promise<WriteResult> {
     if (op.version !== expectedVersion + 1) throw new Error(`store: an operation update must write version ${expectedVersion + 1}, got ${op.version}`);
     const write = async (db: Db | Tx): Promise<WriteResult> => {
-      const row = operationColumns(instance, op);
-      const r = await db
-        .updateTable('dps_operations')
-        .set({ status: row.status, version: row.version, updated_at: row.updated_at, doc: row.doc })
-        .where('instance', '=', instance)
-        .where('operation_id', '=', op.operationId)
-        .where('version', '=', expectedVersion)
-        .executeTakeFirst();
-      if (Number(r.numUpdatedRows) === 1) return 'ok';
-      const exists = await db.selectFrom('dps_operations').select('version').where('instance', '=', instance).where('operation_id', '=', op.operationId).executeTakeFirst();
-      return exists ? 'precondition-failed' : 'not-found';
+      const args = [instance, op.operationId, op.status, op.version, op.lastUpdatedDateTimeUtc, JSON.stringify(op), expectedVersion];
+      const r = await db.executeQuery(this.q.updateOperation.bind(args));
+      if (Number(r.numAffectedRows ?? 0n) === 1) return 'ok';
+      const exists = await db.executeQuery(this.q.operationVersion.bind([instance, op.operationId]));
+      return exists.rows.length > 0 ? 'precondition-failed' : 'not-found';
     };
     if (registration === undefined) return write(this.db);
     return this.inTransaction(async (trx) => {
@@ -506,7 +688,7 @@ export class KyselyProvisioningStore implements ProvisioningStore {
       .selectFrom('dps_operations')
       .select(OP_COLS)
       .where('instance', '=', instance)
-      .where('status', '=', 'assigning')
+      .where('status', '=', ASSIGNING)
       .where('updated_at', '<', updatedBefore)
       .orderBy('updated_at')
       .limit(pageLimit({ limit }))
@@ -526,11 +708,11 @@ export class KyselyProvisioningStore implements ProvisioningStore {
 
   // ---- helpers ---------------------------------------------------------------------------------------------
 
-  private async inTransaction(fn: (trx: Tx) => Promise<WriteResult>): Promise<WriteResult> {
+  private async inTransaction<R extends string = WriteResult>(fn: (trx: Tx) => Promise<R>): Promise<R> {
     try {
       return await this.db.transaction().execute(fn);
     } catch (e) {
-      if (e instanceof Rollback) return e.result;
+      if (e instanceof Rollback) return e.result as R;
       throw e;
     }
   }

@@ -3,6 +3,8 @@ import type { Dialect } from '../ports.ts';
 import { hubMigration } from './0001_hub.ts';
 import { provisioningMigration } from './0002_provisioning.ts';
 import { caCertificatesMigration } from './0003_ca_certificates.ts';
+import { quotasMigration } from './0004_quotas.ts';
+import { certificateClaimsMigration } from './0005_certificate_claims.ts';
 
 /**
  * One numbered step of the schema. Every module appends its own file (`0002_provisioning.ts`, ...) to
@@ -17,7 +19,7 @@ export interface StoreMigration {
 }
 
 /** Every migration, in order. Append only: never rename, reorder or edit a released migration. */
-export const migrations: readonly StoreMigration[] = [hubMigration, provisioningMigration, caCertificatesMigration];
+export const migrations: readonly StoreMigration[] = [hubMigration, provisioningMigration, caCertificatesMigration, quotasMigration, certificateClaimsMigration];
 
 /** Names of the tables that record the migration history (kept apart from any other Kysely user's). */
 export const MIGRATION_TABLE = 'homing_migration';

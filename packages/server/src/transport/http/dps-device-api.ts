@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { DeviceCredential, PendingReply, RegistrationReply, RegistrationService } from '../../provisioning/registration.ts';
+import { peerChain } from '../tls/peer-chain.ts';
 import { JSON_CT } from './errors.ts';
 
 /**
@@ -35,9 +36,12 @@ interface OperationParams extends RegistrationParams {
   operationId: string;
 }
 
+/** A SAS in Authorization; without one, the TLS client chain (X.509 attestation, protocol-device.md A.3). */
 function credentialOf(req: FastifyRequest): DeviceCredential {
   const h = req.headers.authorization;
-  return { kind: 'sas', authorization: typeof h === 'string' ? h : undefined };
+  if (typeof h === 'string' && h.length > 0) return { kind: 'sas', authorization: h };
+  const chain = peerChain(req.socket);
+  return chain.length > 0 ? { kind: 'x509', chain } : { kind: 'sas', authorization: undefined };
 }
 
 /** Waits up to `budgetMs` for the final reply; the timer never outlives the wait. */
@@ -67,8 +71,9 @@ export function registerDpsDeviceApi(app: FastifyInstance, deps: DpsDeviceApiDep
 
   app.put<{ Params: RegistrationParams }>('/:idScope/registrations/:registrationId/register', { bodyLimit, config }, async (req, reply) => {
     const { idScope, registrationId } = req.params;
-    const pending = await deps.registration.register(idScope, registrationId, req.body, credentialOf(req));
-    return send(reply, await withinBudget(pending, budget));
+    // register waits up to the budget itself: an assignment that ends in time is then one store write.
+    const pending = await deps.registration.register(idScope, registrationId, req.body, credentialOf(req), { budgetMs: budget });
+    return send(reply, pending.reply);
   });
 
   app.get<{ Params: OperationParams }>('/:idScope/registrations/:registrationId/operations/:operationId', { bodyLimit, config }, async (req, reply) => {

@@ -57,6 +57,9 @@ export interface EnrollmentOptions {
   updateHubAssignment?: boolean;
 }
 
+/** A response budget no loaded machine exhausts: a test asserting 200 (final within the budget) uses it. */
+export const TEST_RESPONSE_BUDGET_MS = 30_000;
+
 export function newKey(): string {
   return realIds.bytes(32).toString('base64');
 }
@@ -69,6 +72,10 @@ export interface FixtureOptions {
   hubNames?: string[];
   clock?: Clock;
   logger?: Logger;
+  /**
+   * The DPS device API's response budget. Default 30 s, not the service's 100 ms: tests that expect the final answer
+   * (200) must not depend on the machine's speed. Tests of the 202 flow set 0.
+   */
   responseBudgetMs?: number;
   tls?: HttpsAppOptions['tls'];
   limits?: RegistrationLimits;
@@ -129,7 +136,7 @@ export async function createRuntimeFixture(o: FixtureOptions = {}): Promise<Runt
     ...(o.staleOperationMs === undefined ? {} : { staleOperationMs: o.staleOperationMs }),
   });
   const app = createHttpsApp({ logger: silentLogger(), errorFlavor: 'dps', api: 'dps-device', ...(o.tls ? { tls: o.tls } : {}) });
-  registerDpsDeviceApi(app, { registration: service, ...(o.responseBudgetMs === undefined ? {} : { responseBudgetMs: o.responseBudgetMs }) });
+  registerDpsDeviceApi(app, { registration: service, responseBudgetMs: o.responseBudgetMs ?? TEST_RESPONSE_BUDGET_MS });
   o.configureApp?.(app);
   await app.ready();
 

@@ -1,8 +1,11 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { systemClock } from '../../../src/core/clock.ts';
+import { silentLogger } from '../../../src/observability/logger.ts';
 import { RestHubClientFactory } from '../../../src/provisioning/hub-client-rest.ts';
-import { createRuntimeFixture, newKey, type RuntimeFixture } from './fixture.ts';
+import { createHttpsApp } from '../../../src/transport/http/app.ts';
+import { registerDpsDeviceApi } from '../../../src/transport/http/dps-device-api.ts';
+import { createRuntimeFixture, newKey, TEST_RESPONSE_BUDGET_MS, type RuntimeFixture } from './fixture.ts';
 import { spawnHub, type HubProcess } from './support/spawn-hub.ts';
 
 /** Registrations whose hub is a Homing hub in another process, written through the IoT Hub service REST API. */
@@ -13,7 +16,8 @@ let f: RuntimeFixture;
 before(async () => {
   hub = await spawnHub('hub-remote.test');
   rest = new RestHubClientFactory({ clock: systemClock, port: hub.port, ca: hub.caPem, resolveAddress: () => '127.0.0.1', timeoutMs: 10_000 });
-  f = await createRuntimeFixture({ hubNames: [], clock: systemClock, hubClients: () => rest });
+  // A budget no loaded machine exhausts: the answers below are asserted final (200), whatever the remote hub's speed.
+  f = await createRuntimeFixture({ hubNames: [], clock: systemClock, hubClients: () => rest, responseBudgetMs: TEST_RESPONSE_BUDGET_MS });
 });
 
 after(async () => {
@@ -22,8 +26,8 @@ after(async () => {
   await hub?.stop();
 });
 
-function put(id: string, key: string) {
-  return f.app.inject({
+function put(id: string, key: string, app = f.app) {
+  return app.inject({
     method: 'PUT',
     url: `/${f.idScope}/registrations/${id}/register?api-version=2019-03-31`,
     headers: { 'content-type': 'application/json; charset=utf-8', authorization: f.deviceSas(id, key) },
@@ -63,4 +67,32 @@ test('a stale linked-hub key on the remote hub fails the registration with IotHu
   assert.equal(b.registrationState.assignedHub, undefined);
   const rec = await f.store.provisioning.getRegistration(f.instanceName, 'rm-2');
   assert.equal(rec?.status, 'failed');
+});
+
+test('budget 0 with the remote hub: 202 assigning, then the poll answers the final result', async () => {
+  await f.setLinkedHubs([f.linkedHub('hub-remote.test', { connectionString: hub.connectionString })]);
+  const g = await f.addGroup('G-poll');
+  const key = f.derivedKey(g, 'rm-3');
+  const app = createHttpsApp({ logger: silentLogger(), errorFlavor: 'dps', api: 'dps-device' });
+  registerDpsDeviceApi(app, { registration: f.service, responseBudgetMs: 0 });
+  try {
+    const r = await put('rm-3', key, app);
+    assert.equal(r.statusCode, 202, r.body);
+    const { operationId, status } = r.json<{ operationId: string; status: string }>();
+    assert.equal(status, 'assigning');
+    await f.service.drain();
+    const p = await app.inject({
+      method: 'GET',
+      url: `/${f.idScope}/registrations/rm-3/operations/${operationId}?api-version=2019-03-31`,
+      headers: { 'content-type': 'application/json; charset=utf-8', authorization: f.deviceSas('rm-3', key) },
+    });
+    assert.equal(p.statusCode, 200, p.body);
+    const b = p.json<{ operationId: string; status: string; registrationState: { assignedHub: string; deviceId: string } }>();
+    assert.equal(b.operationId, operationId);
+    assert.equal(b.status, 'assigned');
+    assert.equal(b.registrationState.assignedHub, 'hub-remote.test');
+    assert.equal(b.registrationState.deviceId, 'rm-3');
+  } finally {
+    await app.close();
+  }
 });
