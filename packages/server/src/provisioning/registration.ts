@@ -168,11 +168,14 @@ export class RegistrationService {
       return { reply: await this.finishDisabled(instance, registrationId, authRef(match), now) };
     }
 
-    // A registration of this device running in this process (stored or not yet): answer with it (§2.3).
-    const local = this.byRegistration.get(registrationRunKey(instance, registrationId));
+    // A new device: within the instance's registration-record limit (existing devices re-register freely; a request
+    // that joins a running registration of the device creates nothing).
+    const runningKey = registrationRunKey(instance, registrationId);
+    if (record === undefined && !this.byRegistration.has(runningKey)) await this.throttle.newRecord(instance);
+    // A registration of this device running in this process (stored or not yet): answer with it (§2.3). Checked
+    // after the last await before starting one, so two requests of one device cannot both start.
+    const local = this.byRegistration.get(runningKey);
     if (local) return this.settle(instance, local, budgetMs);
-    // A new device: within the instance's registration-record limit (existing devices re-register freely).
-    if (record === undefined) await this.throttle.newRecord(instance);
 
     const op: RegistrationOperation = {
       operationId: this.newOperationId(),
