@@ -1,16 +1,21 @@
 /**
  * Server child of bench/register.ts. argv[2] = JSON config:
- *   { mode: 'homing' | 'bare', store?: 'sqlite' | 'postgres', dir: string, postgresUrl?: string, budgetMs?: number }
+ *   { mode: 'homing' | 'bare', store?: 'sqlite' | 'postgres', dir: string, postgresUrl?: string, poolSize?: number,
+ *     budgetMs?: number }
  * - homing: the DPS device API (the real RegistrationService, 2 in-process hubs, hashed group enrollment) on TLS
  *   (ECDSA P-256) at 127.0.0.1:0, with a SQLite file in `dir` or a fresh PostgreSQL schema.
  * - bare: a plain node:https server on the same certificate answering every request with a fixed JSON body.
- * IPC: sends {type:'ready', port, ca, idScope, groupKey}; answers {type:'cpu'} with process.cpuUsage(),
- * {type:'stats'} with stored counts and sizes, {type:'stop'} by closing and exiting.
+ * IPC: sends {type:'ready', port, ca, idScope, groupKey}; answers {type:'cpu'} with process.cpuUsage(), the event-loop
+ * delay since the previous `cpu` (p99 and max, ms) and, on
+ * PostgreSQL, the CPU of this server's database backends (pid → µs, found by the pool's application_name; read from
+ * /proc, so only for a database on this machine), {type:'stats'} with stored counts and sizes, {type:'stop'} by
+ * closing and exiting.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { sql } from 'kysely';
 import { isoTime, systemClock, type IdSource } from '../../packages/server/src/core/clock.ts';
 import type { HubRight, SharedAccessPolicy } from '../../packages/server/src/core/policies.ts';
@@ -22,12 +27,14 @@ import { openStore, type OpenedStore } from '../../packages/server/src/store/ope
 import { createHttpsApp } from '../../packages/server/src/transport/http/app.ts';
 import { registerDpsDeviceApi } from '../../packages/server/src/transport/http/dps-device-api.ts';
 import { issueCertificate } from '../../packages/server/src/transport/tls/pki.ts';
+import { processCpuMicros } from './register-stats.ts';
 
 interface Config {
   mode: 'homing' | 'bare';
   store?: 'sqlite' | 'postgres';
   dir: string;
   postgresUrl?: string;
+  poolSize?: number;
   budgetMs?: number;
 }
 
@@ -74,7 +81,7 @@ async function startHoming(tls: { cert: string; key: string }): Promise<Homing> 
   const schema = cfg.store === 'postgres' ? `bench_register_${randomBytes(4).toString('hex')}` : undefined;
   const store =
     cfg.store === 'postgres'
-      ? await openStore({ dialect: 'postgres', postgresUrl: cfg.postgresUrl!, postgresSchema: schema!, poolSize: 8 })
+      ? await openStore({ dialect: 'postgres', postgresUrl: withApplicationName(cfg.postgresUrl!, schema!), postgresSchema: schema!, poolSize: cfg.poolSize ?? 8 })
       : await openStore({ dialect: 'sqlite', sqlitePath: join(cfg.dir, 'homing.db') });
   const key = () => randomBytes(32).toString('base64');
   const hubs: HubService[] = [];
@@ -122,6 +129,25 @@ async function startHoming(tls: { cert: string; key: string }): Promise<Homing> 
   };
 }
 
+/** The pool's connections carry the schema name as application_name, so their backends can be found. */
+function withApplicationName(url: string, name: string): string {
+  const u = new URL(url);
+  u.searchParams.set('application_name', name);
+  return u.toString();
+}
+
+/** CPU of this server's PostgreSQL backends (pid → µs); empty on SQLite or when /proc does not show them. */
+async function dbCpu(h: Homing | undefined): Promise<Record<string, number>> {
+  if (!h || cfg.store !== 'postgres' || !h.schema) return {};
+  const r = await sql<{ pid: number }>`select pid from pg_stat_activity where application_name = ${h.schema}`.execute(h.store.db);
+  const out: Record<string, number> = {};
+  for (const { pid } of r.rows) {
+    const us = processCpuMicros(Number(pid));
+    if (us !== undefined) out[String(pid)] = us;
+  }
+  return out;
+}
+
 async function stats(h: Homing | undefined): Promise<Record<string, unknown>> {
   if (!h) return {};
   const registrations = await h.store.provisioning.countRegistrations(h.instance);
@@ -146,7 +172,10 @@ async function stats(h: Homing | undefined): Promise<Record<string, unknown>> {
   };
 }
 
+const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+
 async function main(): Promise<void> {
+  loopDelay.enable();
   const tls = await pki();
   let homing: Homing | undefined;
   let close: () => Promise<void>;
@@ -162,7 +191,16 @@ async function main(): Promise<void> {
   }
   process.on('message', (m: unknown) => {
     const msg = m as { type?: string };
-    if (msg.type === 'cpu') send({ type: 'cpu', usage: process.cpuUsage() });
+    if (msg.type === 'cpu') {
+      const usage = process.cpuUsage();
+      // Event-loop delay since the previous sample (a stall delays every request in flight).
+      const loop = { p99Ms: loopDelay.percentile(99) / 1e6, maxMs: loopDelay.max / 1e6 };
+      loopDelay.reset();
+      dbCpu(homing).then(
+        (db) => send({ type: 'cpu', usage, db, loop }),
+        () => send({ type: 'cpu', usage, db: {}, loop }),
+      );
+    }
     else if (msg.type === 'stats') stats(homing).then((s) => send({ type: 'stats', ...s }), (e: unknown) => send({ type: 'stats', error: String(e) }));
     else if (msg.type === 'stop') {
       const drop = cfg.store === 'postgres' && homing?.schema ? sql`drop schema ${sql.id(homing.schema)} cascade`.execute(homing.store.db).then(() => undefined) : Promise.resolve();
