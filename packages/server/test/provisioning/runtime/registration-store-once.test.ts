@@ -82,8 +82,14 @@ function gated(inner: HubClientFactory): { factory: HubClientFactory; open: () =
   };
 }
 
-/** A few event-loop turns: long enough for a request to reach its (gated) hub write. */
-const settleTurns = () => new Promise<void>((r) => setTimeout(r, 20));
+/** Waits until `cond` holds (checked every few ms, at most 10 s): no fixed sleeps. */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise<void>((r) => setTimeout(r, 2));
+  }
+}
 
 test('an assignment that ends within the budget is one stored operation (finished) and its record', async () => {
   await withFixture({}, async (f) => {
@@ -103,10 +109,21 @@ test('two registers of one device at once join one assignment: one operation, on
   let gate!: ReturnType<typeof gated>;
   await withFixture({ hubClients: (inner) => (gate = gated(inner)).factory }, async (f) => {
     const g = await f.addGroup('G1');
+    // Count the register reads, to know when the second request is past its (only) store read.
+    const store = f.store.provisioning;
+    const read = store.getRegistrationContext.bind(store);
+    let reads = 0;
+    store.getRegistrationContext = async (i, id) => {
+      const r = await read(i, id);
+      reads++;
+      return r;
+    };
     const first = put(f, 'join-1', f.derivedKey(g, 'join-1'));
-    await settleTurns();
+    await until(() => gate.writes() === 1, 'the first hub write');
     const second = put(f, 'JOIN-1', f.derivedKey(g, 'JOIN-1'));
-    await settleTurns();
+    // Past its read, the rest of the second request up to joining is in-memory work: let it run, then open the gate.
+    await until(() => reads === 2, 'the second register read');
+    await new Promise<void>((r) => setImmediate(r));
     gate.open();
     const [a, b] = await Promise.all([first, second]);
     assert.equal(a.statusCode, 200, a.body);
@@ -156,7 +173,7 @@ test('two nodes registering one device at once end with one record, and both ans
     });
     const key = f.derivedKey(g, 'race-1');
     const onNode1 = put(f, 'race-1', key);
-    await settleTurns();
+    await until(() => gate.writes() === 1, 'node 1 at its hub write');
     const onNode2 = await node2.register(f.idScope, 'race-1', { registrationId: 'race-1' }, { kind: 'sas', authorization: f.deviceSas('race-1', key) }, { budgetMs: TEST_RESPONSE_BUDGET_MS });
     assert.equal(onNode2.reply.httpStatus, 200);
     assert.equal(onNode2.reply.body.status, 'assigned');
