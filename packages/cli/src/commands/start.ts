@@ -57,7 +57,7 @@ export function startCommand(): Command {
     .option('--hub-hosts <list>', 'comma-separated hub host names or loopback addresses', '127.0.0.2,127.0.0.3')
     .option('--dps-host <host>', 'host name or loopback address of the provisioning service', '127.0.0.1')
     .addOption(new Option('--mqtt-port <port>', 'MQTT/TLS port of every hub and of the provisioning service').argParser(parsePort).default(8883))
-    .addOption(new Option('--https-port <port>', 'HTTPS port of every hub (the official service SDKs dial 443 only)').argParser(parsePort).default(443))
+    .addOption(new Option('--https-port <port>', 'HTTPS port of every hub and of the provisioning service (the official service SDKs dial 443 only)').argParser(parsePort).default(443))
     .option('--database-url <url>', 'PostgreSQL URL (default: embedded SQLite; env HOMING_DATABASE_URL)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .addOption(new Option('--registrations-per-minute <n>', 'registration quota of the provisioning instance: register + status lookup calls per minute (0: off; stored with the instance)').argParser(parseQuota))
