@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { AllocationPolicy, LinkedHub } from '../provisioning/model.ts';
+import type { JsonObject } from './json.ts';
+import type { AllocationPolicy, EnrollmentGroup, IndividualEnrollment, InitialTwin, LinkedHub } from '../provisioning/model.ts';
 import type { ErrorName } from './errors.ts';
 import { registrationKey } from './registration-id.ts';
 
@@ -37,10 +38,37 @@ export interface AllocationContext {
   unlinked: readonly string[];
   /** True when the enrollment lists hubs (false: `hubs` is every linked hub). */
   listed: boolean;
+  /** What is known about the registering device (geoLatency and custom read it; pure unit tests may omit it). */
+  device?: AllocationDevice;
+}
+
+/**
+ * The registering device as allocation sees it. Never holds secrets: the custom webhook serializes parts of it.
+ */
+export interface AllocationDevice {
+  /** Source IP address of the device's connection, as the socket reports it (IPv4, IPv6, or IPv4-mapped IPv6). */
+  sourceAddress?: string;
+  /** The register body's `payload` object, unchanged. */
+  payload?: JsonObject;
+  /** On re-registration of an assigned device: its current hub and device id. */
+  currentHub?: string;
+  currentDeviceId?: string;
+  /** The attestation used for this registration, without secrets (x509: the certificate details DPS returns). */
+  attestation: { type: 'symmetricKey' } | { type: 'x509'; x509?: JsonObject };
+  /** The enrollment entry the device matched (holds keys: serializers must strip them). */
+  enrollment: { kind: 'individual'; value: IndividualEnrollment } | { kind: 'group'; value: EnrollmentGroup };
 }
 
 export type AllocationDecision =
-  | { kind: 'assigned'; hub: LinkedHub; policy: AllocationPolicy }
+  | {
+      kind: 'assigned';
+      hub: LinkedHub;
+      policy: AllocationPolicy;
+      /** Custom webhook: its initialTwin (used on first assignment, or a reset that changes hub). */
+      initialTwin?: InitialTwin;
+      /** Custom webhook: its payload, returned to the device in registrationState.payload. */
+      payload?: JsonObject;
+    }
   | { kind: 'failed'; errorName: Extract<ErrorName, 'NoEligibleHub' | 'CustomAllocationFailed'>; message: string; policy: AllocationPolicy };
 
 export type Allocator = (ctx: AllocationContext) => AllocationDecision;

@@ -97,6 +97,15 @@ export interface ProvisionDeviceResult {
   device: HubDevice;
 }
 
+/** The whole state to install on a hub (migration: the old hub's; reset: the initial twin, empty reported). */
+export interface ImportDeviceRequest {
+  deviceId: string;
+  credentials: HubCredentials;
+  capabilities: { iotEdge: boolean };
+  /** Tags, desired and reported replace whatever the hub holds; versions are kept as given (≥ 1). */
+  twin: { tags: JsonObject; desired: JsonObject; reported: JsonObject; desiredVersion: number; reportedVersion: number };
+}
+
 export interface HubClient {
   /** The hub host name (the linked hub's `name`). */
   readonly hubName: string;
@@ -111,6 +120,13 @@ export interface HubClient {
   patchTwin(deviceId: string, twin: InitialTwinContent, etag?: string): Promise<HubResult<HubTwinState>>;
   /** Identity and twin, or undefined when the hub does not have the device. */
   getDeviceState(deviceId: string): Promise<HubResult<HubDeviceState | undefined>>;
+  /**
+   * Creates the device, or replaces an existing one, with exactly this identity and twin (status enabled). Idempotent:
+   * the same request twice leaves the same state (migration steps are retried after a crash).
+   */
+  importDeviceState(req: ImportDeviceRequest): Promise<HubResult<ProvisionDeviceResult>>;
+  /** Sets the device's status (disabling disconnects it). `false` when the device does not exist. */
+  setDeviceStatus(deviceId: string, status: 'enabled' | 'disabled'): Promise<HubResult<boolean>>;
   /** Deletes the device (If-Match: the etag, or `*`). `false` when it did not exist. */
   deleteDevice(deviceId: string, etag?: string): Promise<HubResult<boolean>>;
   /** Releases connections (keep-alive sockets). */

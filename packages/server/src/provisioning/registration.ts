@@ -103,6 +103,8 @@ export interface RegisterOptions {
    * `completion`).
    */
   budgetMs?: number;
+  /** Source IP address of the device's connection (geoLatency allocation, the custom webhook). */
+  sourceAddress?: string;
 }
 
 type EnrollmentRef = RegistrationRecord['enrollment'];
