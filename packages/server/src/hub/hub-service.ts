@@ -1,12 +1,12 @@
 import { createHash, type X509Certificate } from 'node:crypto';
 import { HomingError } from '../core/errors.ts';
 import { isoTime, NEVER, type Clock, type IdSource } from '../core/clock.ts';
-import { isPlainObject, type JsonObject, type JsonValue } from '../core/json.ts';
+import { isPlainObject, mergePatch, type JsonObject, type JsonValue } from '../core/json.ts';
 import { parseSas, sasSignatureMatches } from '../core/sas.ts';
 import { authorizePolicySas, SAS_SKEW_SECONDS, stripPort, type HubRight, type SharedAccessPolicy } from '../core/policies.ts';
-import { applyTwinPatch, newTwin, type TwinPatch } from '../core/twin.ts';
+import { applyTwinPatch, newTwin, twinEtag, TWIN_SECTION_MAX_BYTES, validateTwinPatch, type TwinPatch } from '../core/twin.ts';
 import type { HubStore, TwinRow, ConnectionUpdate } from '../store/ports.ts';
-import type { DeviceIdentity, TwinState } from './model.ts';
+import type { DeviceIdentity, MetadataNode, PropertySection, TwinState } from './model.ts';
 import { parseDeviceInput, validateDeviceId, type DeviceInput } from './device-input.ts';
 import type { DeviceConnection } from './sessions.ts';
 import { SessionRegistry } from './sessions.ts';
@@ -23,6 +23,16 @@ export interface HubServiceOptions {
   ids: IdSource;
   /** Upper bound on a direct method response timeout, seconds (IoT Hub: 300). */
   maxMethodTimeoutSeconds?: number;
+}
+
+/** What `importDevice` did. */
+export interface ImportedDevice {
+  /** The device did not exist before. */
+  created: boolean;
+  /** Something was written (false: the hub already held exactly this state, nothing changed). */
+  changed: boolean;
+  device: DeviceIdentity;
+  twin: TwinState;
 }
 
 export interface MethodInvocation {
@@ -146,6 +156,79 @@ export class HubService {
         return next;
       }
       if (r === 'not-found') throw deviceNotFound(input.deviceId);
+    }
+    throw new HomingError('PreconditionFailed', 'The device changed concurrently; retry.');
+  }
+
+  /**
+   * Installs a whole device state (Homing's `PUT /homing/devices/{id}/state`, the HubClient's importDeviceState):
+   * creates the device or replaces an existing one with exactly this identity and twin. `body` is a Device JSON plus
+   * `tags` and `properties.desired` / `properties.reported`, each section with its `$version` (default 1), which is
+   * kept as given; `$metadata` is regenerated (every node updated now; desired leaves at the desired version).
+   * Tags, desired and reported replace what the hub holds. SAS keys left empty keep the current ones (generated on
+   * create), as on a device update.
+   *
+   * Idempotent: when the hub already holds exactly this state nothing is written (same etags). A write to an existing
+   * device closes its live connection: its credentials or its twin changed under it.
+   */
+  async importDevice(body: JsonValue, pathDeviceId: string, opts: { likelyNew?: boolean } = {}): Promise<ImportedDevice> {
+    const input = parseDeviceInput(body, pathDeviceId);
+    const content = parseImportedTwin(body);
+    const minTwinVersion = Math.max(1, content.desiredVersion + content.reportedVersion - 1);
+    if (opts.likelyNew) {
+      // The device is probably not here (a migration's target): try the insert first and skip the reads.
+      const device = this.buildDevice(input, undefined);
+      const twin = importedTwin(input.deviceId, content, minTwinVersion, this.nowIso());
+      if ((await this.opts.store.writeDeviceState(this.hubId, device, twin)) === 'ok') return { created: true, changed: true, device, twin };
+    }
+    for (let i = 0; i < MAX_TWIN_RETRIES; i++) {
+      const [prev, prevTwin] = await Promise.all([this.opts.store.getDevice(this.hubId, input.deviceId), this.opts.store.getTwin(this.hubId, input.deviceId)]);
+      if (!prev || !prevTwin) {
+        const device = this.buildDevice(input, undefined);
+        const twin = importedTwin(input.deviceId, content, minTwinVersion, this.nowIso());
+        const r = await this.opts.store.writeDeviceState(this.hubId, device, twin);
+        if (r === 'ok') return { created: true, changed: true, device, twin };
+        continue; // created concurrently: replace it
+      }
+      if (input.authentication.type === 'sas' && prev.authentication.type === 'sas') {
+        input.authentication.symmetricKey.primaryKey ??= prev.authentication.symmetricKey.primaryKey;
+        input.authentication.symmetricKey.secondaryKey ??= prev.authentication.symmetricKey.secondaryKey;
+      }
+      const next = this.buildDevice(input, prev);
+      if (sameIdentityFields(prev, next) && sameTwinContent(prevTwin, content)) {
+        return { created: false, changed: false, device: this.withLiveState(prev), twin: prevTwin };
+      }
+      const twin = importedTwin(input.deviceId, content, Math.max(prevTwin.version + 1, minTwinVersion), this.nowIso());
+      const r = await this.opts.store.writeDeviceState(this.hubId, next, twin, { deviceEtag: prev.etag, twinVersion: prevTwin.version });
+      if (r === 'ok') {
+        this.disconnect(next.deviceId, next.status === 'disabled' ? 'device disabled' : 'device state replaced');
+        return { created: false, changed: true, device: this.withLiveState(next), twin };
+      }
+      // 'precondition-failed' or 'not-found': changed or deleted concurrently; read again.
+    }
+    throw new HomingError('PreconditionFailed', 'The device changed concurrently; retry.');
+  }
+
+  /**
+   * Enables or disables a device, keeping everything else; disabling closes its live connection. `undefined` when
+   * the device does not exist. Setting the status it already has writes nothing.
+   */
+  async setDeviceStatus(deviceId: string, status: 'enabled' | 'disabled'): Promise<DeviceIdentity | undefined> {
+    validateDeviceId(deviceId);
+    for (let i = 0; i < MAX_TWIN_RETRIES; i++) {
+      const prev = await this.opts.store.getDevice(this.hubId, deviceId);
+      if (!prev) return undefined;
+      if (prev.status === status) {
+        if (status === 'disabled') this.disconnect(deviceId, 'device disabled');
+        return this.withLiveState(prev);
+      }
+      const next: DeviceIdentity = { ...prev, etag: this.newEtag(), status, statusUpdatedTime: this.nowIso() };
+      const r = await this.opts.store.replaceDevice(this.hubId, next, prev.etag);
+      if (r === 'not-found') return undefined;
+      if (r === 'ok') {
+        if (status === 'disabled') this.disconnect(deviceId, 'device disabled');
+        return this.withLiveState(next);
+      }
     }
     throw new HomingError('PreconditionFailed', 'The device changed concurrently; retry.');
   }
@@ -440,6 +523,104 @@ export class HubService {
       conn.close('server shutting down');
     }
   }
+}
+
+/** The twin content of an import: sections without `$version` / `$metadata`, and the versions to keep. */
+interface ImportedTwinContent {
+  tags: JsonObject;
+  desired: JsonObject;
+  reported: JsonObject;
+  desiredVersion: number;
+  reportedVersion: number;
+}
+
+/** Validates `tags` and `properties.desired` / `properties.reported` (with their `$version`) of an import body. */
+export function parseImportedTwin(body: JsonValue): ImportedTwinContent {
+  if (!isPlainObject(body)) throw new HomingError('InvalidJson', 'The device state must be a JSON object.');
+  const sectionOf = (v: JsonValue | undefined, what: string, system: boolean): { props: JsonObject; version: number } => {
+    if (v === undefined || v === null) return { props: {}, version: 1 };
+    if (!isPlainObject(v)) throw new HomingError('ArgumentInvalid', `${what} must be an object.`);
+    // Tags have no system keys: a `$` name there is refused by validateTwinPatch.
+    let rest: JsonObject = v;
+    let version: JsonValue = 1;
+    if (system) {
+      const { $version, $metadata: _m, ...props } = v;
+      rest = props;
+      version = $version ?? 1;
+    }
+    if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) {
+      throw new HomingError('ArgumentInvalid', `${what}.$version must be an integer of at least 1.`);
+    }
+    validateTwinPatch(rest, what);
+    // A whole document, not a patch: null values are dropped, as a merge patch onto nothing would.
+    const props = mergePatch({}, rest);
+    if (Buffer.byteLength(JSON.stringify(props)) > TWIN_SECTION_MAX_BYTES) throw new HomingError('TwinTooLarge', `${what} exceed ${TWIN_SECTION_MAX_BYTES} bytes.`);
+    return { props, version };
+  };
+  const tags = sectionOf(body.tags, 'tags', false);
+  const properties = body.properties;
+  if (properties !== undefined && properties !== null && !isPlainObject(properties)) throw new HomingError('ArgumentInvalid', 'properties must be an object.');
+  const desired = sectionOf(properties?.desired, 'properties.desired', true);
+  const reported = sectionOf(properties?.reported, 'properties.reported', true);
+  return { tags: tags.props, desired: desired.props, reported: reported.props, desiredVersion: desired.version, reportedVersion: reported.version };
+}
+
+/** `$metadata` for a whole section written now: every object level and leaf, desired ones with the version. */
+function metadataFor(props: JsonObject, nowIso: string, version: number | undefined): MetadataNode {
+  const node: MetadataNode = { $lastUpdated: nowIso };
+  if (version !== undefined) node.$lastUpdatedVersion = version;
+  for (const [k, v] of Object.entries(props)) {
+    if (isPlainObject(v)) node[k] = metadataFor(v, nowIso, version);
+    else {
+      const leaf: MetadataNode = { $lastUpdated: nowIso };
+      if (version !== undefined) leaf.$lastUpdatedVersion = version;
+      node[k] = leaf;
+    }
+  }
+  return node;
+}
+
+function importedTwin(deviceId: string, c: ImportedTwinContent, version: number, nowIso: string): TwinState {
+  const section = (props: JsonObject, v: number, desired: boolean): PropertySection => ({ props, version: v, metadata: metadataFor(props, nowIso, desired ? v : undefined) });
+  return {
+    deviceId,
+    etag: twinEtag(version),
+    version,
+    tags: c.tags,
+    desired: section(c.desired, c.desiredVersion, true),
+    reported: section(c.reported, c.reportedVersion, false),
+  };
+}
+
+/** Deep equality of JSON values, object key order ignored. */
+function jsonEqual(a: JsonValue | undefined, b: JsonValue | undefined): boolean {
+  if (a === b) return true;
+  if (isPlainObject(a) && isPlainObject(b)) {
+    const ka = Object.keys(a);
+    if (ka.length !== Object.keys(b).length) return false;
+    return ka.every((k) => Object.hasOwn(b, k) && jsonEqual(a[k], b[k]));
+  }
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => jsonEqual(x, b[i]));
+  return false;
+}
+
+function sameIdentityFields(a: DeviceIdentity, b: DeviceIdentity): boolean {
+  return (
+    a.status === b.status &&
+    a.statusReason === b.statusReason &&
+    a.capabilities.iotEdge === b.capabilities.iotEdge &&
+    !credentialsChanged(a, b)
+  );
+}
+
+function sameTwinContent(t: TwinState, c: ImportedTwinContent): boolean {
+  return (
+    t.desired.version === c.desiredVersion &&
+    t.reported.version === c.reportedVersion &&
+    jsonEqual(t.tags, c.tags) &&
+    jsonEqual(t.desired.props, c.desired) &&
+    jsonEqual(t.reported.props, c.reported)
+  );
 }
 
 function credentialsChanged(a: DeviceIdentity, b: DeviceIdentity): boolean {

@@ -15,6 +15,7 @@ import {
   type HubFailure,
   type HubResult,
   type HubTwinState,
+  type ImportDeviceRequest,
   type InitialTwinContent,
   type ProvisionDeviceRequest,
   type ProvisionDeviceResult,
@@ -133,6 +134,27 @@ export class InProcessHubClient implements HubClient {
     }
   }
 
+  async importDeviceState(req: ImportDeviceRequest): Promise<HubResult<ProvisionDeviceResult>> {
+    const denied = this.authorize('RegistryWrite');
+    if (denied) return hubFail(denied);
+    try {
+      const r = await this.hub.importDevice(importBody(req), req.deviceId, { likelyNew: req.likelyNew === true });
+      return hubOk({ created: r.created, device: toHubDevice(r.device) });
+    } catch (e) {
+      return hubFail(this.failure(e));
+    }
+  }
+
+  async setDeviceStatus(deviceId: string, status: 'enabled' | 'disabled'): Promise<HubResult<boolean>> {
+    const denied = this.authorize('RegistryWrite');
+    if (denied) return hubFail(denied);
+    try {
+      return hubOk((await this.hub.setDeviceStatus(deviceId, status)) !== undefined);
+    } catch (e) {
+      return hubFail(this.failure(e));
+    }
+  }
+
   async deleteDevice(deviceId: string, etag?: string): Promise<HubResult<boolean>> {
     const denied = this.authorize('RegistryWrite');
     if (denied) return hubFail(denied);
@@ -192,13 +214,23 @@ function twinInit(t: InitialTwinContent): { tags?: JsonObject; desired?: JsonObj
   return out;
 }
 
-function deviceBody(req: ProvisionDeviceRequest, status: 'enabled' | 'disabled', statusReason: string | null): JsonObject {
+function deviceBody(req: Pick<ProvisionDeviceRequest, 'deviceId' | 'credentials' | 'capabilities'>, status: 'enabled' | 'disabled', statusReason: string | null): JsonObject {
   const c = req.credentials;
   const authentication: JsonObject =
     c.type === 'sas'
       ? { type: 'sas', symmetricKey: { primaryKey: c.primaryKey, secondaryKey: c.secondaryKey } }
       : { type: 'selfSigned', x509Thumbprint: { primaryThumbprint: c.primaryThumbprint, secondaryThumbprint: c.secondaryThumbprint } };
   return { deviceId: req.deviceId, status, statusReason, authentication, capabilities: { iotEdge: req.capabilities.iotEdge } };
+}
+
+/** The body of Homing's device state import (`PUT /homing/devices/{id}/state`) for a request; status enabled. */
+export function importBody(req: ImportDeviceRequest): JsonObject {
+  const t = req.twin;
+  return {
+    ...deviceBody(req, 'enabled', null),
+    tags: t.tags,
+    properties: { desired: { ...t.desired, $version: t.desiredVersion }, reported: { ...t.reported, $version: t.reportedVersion } },
+  };
 }
 
 function sameIdentity(d: DeviceIdentity, req: ProvisionDeviceRequest): boolean {

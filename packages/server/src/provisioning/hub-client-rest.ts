@@ -4,6 +4,8 @@ import { rootCertificates } from 'node:tls';
 import type { Clock } from '../core/clock.ts';
 import { isPlainObject, tryParseJson, type JsonObject, type JsonValue } from '../core/json.ts';
 import { buildSas, parseConnectionString } from '../core/sas.ts';
+import type { Logger } from '../observability/logger.ts';
+import { importBody } from './hub-client-inprocess.ts';
 import type { LinkedHub } from './model.ts';
 import {
   hubFail,
@@ -15,6 +17,7 @@ import {
   type HubFailure,
   type HubResult,
   type HubTwinState,
+  type ImportDeviceRequest,
   type InitialTwinContent,
   type ProvisionDeviceRequest,
   type ProvisionDeviceResult,
@@ -41,6 +44,22 @@ export interface RestHubClientOptions {
   maxSockets?: number;
   /** SAS token lifetime, seconds (default 3600); tokens are reused until 5 minutes before they expire. */
   tokenLifetimeSeconds?: number;
+  /** Where partial imports on hubs without Homing's import route are reported (warn). */
+  logger?: Logger;
+}
+
+/** What the standard IoT Hub API cannot carry in an import (see `RestImportResult`). */
+export type NotCarried = 'reported' | 'desiredVersion' | 'reportedVersion';
+
+/**
+ * The REST adapter's import result. On a hub without Homing's `PUT /homing/devices/{id}/state` (it answers 404 or
+ * 405: Azure IoT Hub, another compatible hub), the identity is written and the twin's tags and desired properties
+ * replaced through the standard API, which cannot write reported properties nor set section versions: `notCarried`
+ * then lists what the hub does not hold as requested, and the import is logged as partial (warn). Absent or empty:
+ * the whole state was installed.
+ */
+export interface RestImportResult extends ProvisionDeviceResult {
+  notCarried?: NotCarried[];
 }
 
 interface HttpAnswer {
@@ -223,6 +242,86 @@ export class RestHubClient implements HubClient {
     return t ? hubOk({ device: d.value, twin: t }) : hubFail(this.protocol('a twin'));
   }
 
+  async importDeviceState(req: ImportDeviceRequest): Promise<HubResult<RestImportResult>> {
+    const r = await this.send('PUT', `/homing${this.devicePath(req.deviceId)}/state`, importBody(req));
+    if (!isAnswer(r)) return hubFail(r);
+    // Not a Homing hub (no such route): the standard API, carrying what it can.
+    if (r.status === 404 || r.status === 405) return this.importWithStandardApi(req);
+    if (r.status !== 200 && r.status !== 201) return hubFail(answerFailure(this.hubName, r));
+    const d = isPlainObject(r.body) ? parseDevice(r.body.device) : undefined;
+    if (!d || !isPlainObject(r.body)) return hubFail(this.protocol('an imported device state'));
+    return hubOk({ created: r.body.created === true, device: d });
+  }
+
+  /** Identity (status enabled) through PUT /devices, then tags and desired through PUT /twins (replace). */
+  private async importWithStandardApi(req: ImportDeviceRequest): Promise<HubResult<RestImportResult>> {
+    let written: { created: boolean; device: HubDevice } | undefined;
+    for (let attempt = 0; attempt < 4 && written === undefined; attempt++) {
+      const existing = await this.getRawDevice(req.deviceId);
+      if (!existing.ok) return existing;
+      const prev = existing.value;
+      const body = deviceBody(req, 'enabled', null);
+      if (prev !== undefined) {
+        const device = parseDevice(prev);
+        if (!device) return hubFail(this.protocol('a device'));
+        if (sameIdentity(prev, req) && device.status === 'enabled') {
+          written = { created: false, device };
+          break;
+        }
+        const put = await this.send('PUT', this.devicePath(req.deviceId), { ...body, etag: device.etag }, device.etag);
+        if (!isAnswer(put)) return hubFail(put);
+        if (put.status === 412 || put.status === 404) continue; // changed or deleted concurrently
+        if (put.status !== 200) return hubFail(answerFailure(this.hubName, put));
+        const d = parseDevice(put.body);
+        if (!d) return hubFail(this.protocol('a device'));
+        written = { created: false, device: d };
+      } else {
+        const put = await this.send('PUT', this.devicePath(req.deviceId), body);
+        if (!isAnswer(put)) return hubFail(put);
+        if (put.status === 409 || put.status === 412) continue; // created concurrently: replace it
+        if (put.status !== 200 && put.status !== 201) return hubFail(answerFailure(this.hubName, put));
+        const d = parseDevice(put.body);
+        if (!d) return hubFail(this.protocol('a device'));
+        written = { created: true, device: d };
+      }
+    }
+    if (written === undefined) return hubFail({ kind: 'conflict', message: `IoT hub ${this.hubName}: device ${req.deviceId} kept changing concurrently.` });
+    const t = await this.send('PUT', this.twinPath(req.deviceId), { deviceId: req.deviceId, tags: req.twin.tags, properties: { desired: req.twin.desired } }, '*');
+    if (!isAnswer(t)) return hubFail(t);
+    if (t.status !== 200) return hubFail(answerFailure(this.hubName, t));
+    const twin = parseTwin(t.body);
+    if (!twin) return hubFail(this.protocol('a twin'));
+    const notCarried: NotCarried[] = [];
+    if (!jsonEqual(twin.reported, req.twin.reported)) notCarried.push('reported');
+    if (twin.desiredVersion !== req.twin.desiredVersion) notCarried.push('desiredVersion');
+    if (twin.reportedVersion !== req.twin.reportedVersion) notCarried.push('reportedVersion');
+    if (notCarried.length > 0) {
+      this.opts.logger?.warn(
+        { hub: this.hubName, deviceId: req.deviceId, notCarried },
+        'partial device state import: the hub has no Homing import route; identity, tags and desired properties written, the rest not carried',
+      );
+    }
+    return hubOk({ ...written, notCarried });
+  }
+
+  async setDeviceStatus(deviceId: string, status: 'enabled' | 'disabled'): Promise<HubResult<boolean>> {
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const existing = await this.getRawDevice(deviceId);
+      if (!existing.ok) return existing;
+      const prev = existing.value;
+      if (prev === undefined) return hubOk(false);
+      const device = parseDevice(prev);
+      if (!device) return hubFail(this.protocol('a device'));
+      if (device.status === status) return hubOk(true);
+      const r = await this.send('PUT', this.devicePath(deviceId), { ...prev, status }, device.etag);
+      if (!isAnswer(r)) return hubFail(r);
+      if (r.status === 412 || r.status === 404) continue; // changed or deleted concurrently: read again
+      if (r.status !== 200) return hubFail(answerFailure(this.hubName, r));
+      return hubOk(true);
+    }
+    return hubFail({ kind: 'conflict', message: `IoT hub ${this.hubName}: device ${deviceId} kept changing concurrently.` });
+  }
+
   async deleteDevice(deviceId: string, etag?: string): Promise<HubResult<boolean>> {
     const r = await this.send('DELETE', this.devicePath(deviceId), undefined, etag ?? '*');
     if (!isAnswer(r)) return hubFail(r);
@@ -294,7 +393,18 @@ function networkFailure(hubName: string, err: Error): HubFailure {
   return { kind: 'unavailable', message: `IoT hub ${hubName} is unreachable (${code ?? err.message}).` };
 }
 
-function deviceBody(req: ProvisionDeviceRequest, status: 'enabled' | 'disabled', statusReason: string | null): JsonObject {
+/** Deep equality of JSON values, object key order ignored. */
+function jsonEqual(a: JsonValue | undefined, b: JsonValue | undefined): boolean {
+  if (a === b) return true;
+  if (isPlainObject(a) && isPlainObject(b)) {
+    const ka = Object.keys(a);
+    return ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && jsonEqual(a[k], b[k]));
+  }
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => jsonEqual(x, b[i]));
+  return false;
+}
+
+function deviceBody(req: Pick<ProvisionDeviceRequest, 'deviceId' | 'credentials' | 'capabilities'>, status: 'enabled' | 'disabled', statusReason: string | null): JsonObject {
   const c = req.credentials;
   const authentication: JsonObject =
     c.type === 'sas'
@@ -303,7 +413,7 @@ function deviceBody(req: ProvisionDeviceRequest, status: 'enabled' | 'disabled',
   return { deviceId: req.deviceId, status, statusReason, authentication, capabilities: { iotEdge: req.capabilities.iotEdge } };
 }
 
-function sameIdentity(d: JsonObject, req: ProvisionDeviceRequest): boolean {
+function sameIdentity(d: JsonObject, req: Pick<ProvisionDeviceRequest, 'credentials' | 'capabilities'>): boolean {
   const caps = isPlainObject(d.capabilities) ? d.capabilities : {};
   if ((caps.iotEdge === true) !== req.capabilities.iotEdge) return false;
   const auth = isPlainObject(d.authentication) ? d.authentication : {};

@@ -104,6 +104,8 @@ export interface ImportDeviceRequest {
   capabilities: { iotEdge: boolean };
   /** Tags, desired and reported replace whatever the hub holds; versions are kept as given (≥ 1). */
   twin: { tags: JsonObject; desired: JsonObject; reported: JsonObject; desiredVersion: number; reportedVersion: number };
+  /** A hint: the hub probably does not have the device yet, so try the create first. The result is the same. */
+  likelyNew?: boolean;
 }
 
 export interface HubClient {

@@ -43,6 +43,14 @@ export interface HubStore extends HubReadStore {
    * Connection state and last activity are kept as stored.
    */
   replaceDevice(hubId: string, device: DeviceIdentity, expectedEtag: string): Promise<WriteResult>;
+  /**
+   * Writes a device and its twin together, in one transaction, with the twin exactly as given (versions included):
+   * the hub's import. Without `expected`: inserts both ('exists', and nothing written, when the id is taken). With
+   * `expected`: replaces both when the stored device etag and twin version equal the expected ones
+   * ('precondition-failed' or 'not-found' otherwise, and nothing written). Connection state and last activity are
+   * kept as stored on replace.
+   */
+  writeDeviceState(hubId: string, device: DeviceIdentity, twin: TwinState, expected?: { deviceEtag: string; twinVersion: number }): Promise<WriteResult | 'exists'>;
   /** Deletes a device and its twin when the etag matches ('*' or undefined match any). */
   deleteDevice(hubId: string, deviceId: string, expectedEtag?: string): Promise<WriteResult>;
   /** Devices ordered by device id (binary order), starting after `after`. */

@@ -296,6 +296,50 @@ export function hubStoreContract(name: string, open: () => Promise<HubStoreHarne
       assert.equal(await store().getTwin(hub, 'nobody'), undefined);
     });
 
+    it('writes a device with its twin as given (import): insert, exists, replace by etag and version', async () => {
+      const hub = newHub();
+      const twin = { ...sampleTwin('imp'), version: 5 };
+      twin.desired = { ...twin.desired, version: 4 };
+      twin.reported = { props: { fw: '1.0' }, version: 2, metadata: { $lastUpdated: T1, fw: { $lastUpdated: T1 } } };
+      const v1 = sampleDevice('imp', { etag: 'v1' });
+      assert.equal(await store().writeDeviceState(hub, v1, twin), 'ok');
+      assert.deepEqual(await store().getDevice(hub, 'imp'), v1);
+      assert.deepEqual(await store().getTwin(hub, 'imp'), twin, 'versions kept exactly');
+      // An insert on a taken id writes nothing.
+      assert.equal(await store().writeDeviceState(hub, sampleDevice('imp', { etag: 'other' }), sampleTwin('imp')), 'exists');
+      assert.deepEqual(await store().getDevice(hub, 'imp'), v1);
+      assert.deepEqual(await store().getTwin(hub, 'imp'), twin);
+
+      await store().recordConnections(hub, [{ deviceId: 'imp', connectionState: 'Connected', connectionStateUpdatedTime: T1, lastActivityTime: T2 }]);
+      const v2 = sampleDevice('imp', { etag: 'v2', capabilities: { iotEdge: true } });
+      const twin2: TwinState = { ...twin, version: 6, tags: {}, reported: { props: {}, version: 1, metadata: { $lastUpdated: T2 } } };
+      // Stale device etag, then stale twin version: nothing written (the device update is rolled back too).
+      assert.equal(await store().writeDeviceState(hub, v2, twin2, { deviceEtag: 'stale', twinVersion: 5 }), 'precondition-failed');
+      assert.equal(await store().writeDeviceState(hub, v2, twin2, { deviceEtag: 'v1', twinVersion: 4 }), 'precondition-failed');
+      assert.equal((await store().getDevice(hub, 'imp'))?.etag, 'v1');
+      assert.deepEqual(await store().getTwin(hub, 'imp'), twin);
+      assert.equal(await store().writeDeviceState(hub, v2, twin2, { deviceEtag: 'v1', twinVersion: 5 }), 'ok');
+      assert.deepEqual(await store().getDevice(hub, 'imp'), { ...v2, connectionState: 'Connected', connectionStateUpdatedTime: T1, lastActivityTime: T2 });
+      assert.deepEqual(await store().getTwin(hub, 'imp'), twin2);
+      assert.equal(await store().writeDeviceState(hub, sampleDevice('none'), sampleTwin('none'), { deviceEtag: 'x', twinVersion: 1 }), 'not-found');
+      assert.equal(await store().getDevice(hub, 'none'), undefined);
+    });
+
+    it('lets exactly one of concurrent state writes on the same etag and version win', async () => {
+      const hub = newHub();
+      await store().createDevice(hub, sampleDevice('race', { etag: 'v1' }), sampleTwin('race'));
+      const writes = Array.from({ length: 5 }, (_, i) => ({
+        device: sampleDevice('race', { etag: `w${i}` }),
+        twin: { ...sampleTwin('race'), version: 2, tags: { writer: i } },
+      }));
+      const results = await Promise.all(writes.map((w) => store().writeDeviceState(hub, w.device, w.twin, { deviceEtag: 'v1', twinVersion: 1 })));
+      assert.equal(results.filter((r) => r === 'ok').length, 1);
+      assert.equal(results.filter((r) => r === 'precondition-failed').length, 4);
+      const winner = writes[results.indexOf('ok')];
+      assert.equal((await store().getDevice(hub, 'race'))?.etag, winner?.device.etag);
+      assert.deepEqual(await store().getTwin(hub, 'race'), winner?.twin);
+    });
+
     it('lets exactly one of concurrent twin replacements on the same version win', async () => {
       const hub = newHub();
       const v1 = sampleTwin('hot');

@@ -29,6 +29,9 @@ function toTwin(doc: string): TwinState {
   return JSON.parse(doc) as TwinState;
 }
 
+/** Thrown inside a transaction to roll it back when a compare-and-set on the twin fails. */
+const TWIN_CHANGED = new Error('store: the twin changed concurrently');
+
 function checkLimit(limit: number): void {
   if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`store: page limit must be a positive integer, got ${limit}`);
 }
@@ -117,6 +120,37 @@ export class KyselyHubStore implements HubStore {
     if (r.numUpdatedRows > 0n) return 'ok';
     if (expectedEtag === '*') return 'not-found';
     return (await this.deviceExists(hubId, device.deviceId)) ? 'precondition-failed' : 'not-found';
+  }
+
+  async writeDeviceState(hubId: string, device: DeviceIdentity, twin: TwinState, expected?: { deviceEtag: string; twinVersion: number }): Promise<WriteResult | 'exists'> {
+    if (expected === undefined) return (await this.createDevice(hubId, device, twin)) ? 'ok' : 'exists';
+    if (twin.deviceId !== device.deviceId) {
+      throw new Error(`store: twin of ${JSON.stringify(twin.deviceId)} given for device ${JSON.stringify(device.deviceId)}`);
+    }
+    try {
+      return await this.db.transaction().execute(async (trx) => {
+        const d = await trx
+          .updateTable('hub_devices')
+          .set({ etag: device.etag, status: device.status, doc: deviceDoc(device) })
+          .where('hub_id', '=', hubId)
+          .where('device_id', '=', device.deviceId)
+          .where('etag', '=', expected.deviceEtag)
+          .executeTakeFirst();
+        if (d.numUpdatedRows === 0n) return 'no-device' as const;
+        const t = await trx.executeQuery(
+          this.q.updateTwin.bind([hubId, twin.deviceId, twin.version, twin.etag, JSON.stringify(twin), expected.twinVersion]),
+        );
+        // The twin changed since it was read: undo the device update too.
+        if (t.numAffectedRows === undefined || t.numAffectedRows === 0n) throw TWIN_CHANGED;
+        return 'ok' as const;
+      }).then(async (r) => {
+        if (r === 'ok') return r;
+        return (await this.deviceExists(hubId, device.deviceId)) ? 'precondition-failed' : 'not-found';
+      });
+    } catch (e) {
+      if (e === TWIN_CHANGED) return (await this.deviceExists(hubId, device.deviceId)) ? 'precondition-failed' : 'not-found';
+      throw e;
+    }
   }
 
   async deleteDevice(hubId: string, deviceId: string, expectedEtag?: string): Promise<WriteResult> {

@@ -5,6 +5,7 @@ import type { Logger } from '../../observability/logger.ts';
 import type { Metrics } from '../../observability/metrics.ts';
 import { hostMatcher, type HubApiContext } from './hub/context.ts';
 import { registerDeviceRoutes } from './hub/devices.ts';
+import { registerImportRoutes } from './hub/import.ts';
 import { registerMethodRoutes } from './hub/methods.ts';
 import { registerQueryRoutes } from './hub/query.ts';
 import { registerStatisticsRoutes } from './hub/statistics.ts';
@@ -26,7 +27,7 @@ export interface HubApiOptions {
 
 /**
  * The IoT Hub service REST API, the subset azure-iothub uses (registry, twins, query, direct methods, statistics,
- * bulk registry operations), plus Homing's telemetry routes under /homing/. Every route checks a policy SAS for its
+ * bulk registry operations), plus Homing's telemetry and device state import routes under /homing/. Every route checks a policy SAS for its
  * right (RegistryRead, RegistryWrite or ServiceConnect) and answers errors with the classic IoT Hub body.
  *
  * `app` comes from createHttpsApp (case-insensitive routes, trailing slashes, JSON parsing, the error handler).
@@ -41,6 +42,7 @@ export function registerHubApi(app: FastifyInstance, hub: HubService, opts: HubA
     hostConstraint: opts.routeByHost ? hostMatcher(hub.hostNames) : undefined,
   };
   registerDeviceRoutes(app, ctx);
+  registerImportRoutes(app, ctx);
   registerQueryRoutes(app, ctx);
   registerTwinRoutes(app, ctx);
   registerMethodRoutes(app, ctx);
