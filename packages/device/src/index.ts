@@ -41,6 +41,7 @@ export {
   type DpsProtocol,
 } from './dps/provisioning-client.ts';
 export { DEFAULT_DPS_API_VERSION, type DpsConnectionOptions } from './dps/config.ts';
+export type { LatencyProbeOptions } from './dps/latency-probe.ts';
 export type {
   AssignedRegistration,
   DeviceRegistrationRequest,

@@ -3,6 +3,7 @@ import { isJsonObject, type JsonObject, type JsonValue } from '../json.ts';
 import { sleep } from '../runtime.ts';
 import { resolveDpsConnection, type DpsConnectionOptions, type ResolvedDpsConnection } from './config.ts';
 import { HttpsDpsTransport } from './https-transport.ts';
+import { probeLatencies, withLatencies, type LatencyProbeOptions } from './latency-probe.ts';
 import { MqttDpsTransport } from './mqtt-transport.ts';
 import type {
   AssignedRegistration,
@@ -25,6 +26,12 @@ export interface ProvisioningClientOptions extends DpsConnectionOptions {
   lookupPort?: number;
   /** Custom JSON sent with every registration (`payload` of the register body); `register()` may override it. */
   payload?: JsonObject;
+  /**
+   * Before each registration, measure the TCP connect time to these hubs and send it as
+   * `payload.homing.latencyMs` (`{ "<hub host>": ms }`), which Homing's geoLatency allocation prefers over its
+   * network map. Unreachable hubs are left out; nothing is added when none answers.
+   */
+  latencyProbe?: LatencyProbeOptions;
   /** Wait between polls when DPS sends no Retry-After (ms). Default 2000. */
   pollIntervalMs?: number;
   /** Shortest wait between polls, whatever Retry-After says (ms). Default 1000. */
@@ -77,7 +84,11 @@ export class ProvisioningClient {
   async register(options: RegisterOptions = {}): Promise<AssignedRegistration> {
     const { runtime } = this.c;
     const signal = options.signal;
-    const payload = options.payload ?? this.options.payload;
+    let payload = options.payload ?? this.options.payload;
+    if (this.options.latencyProbe) {
+      const latencies = await probeLatencies(this.options.latencyProbe, { timers: runtime.timers });
+      if (Object.keys(latencies).length > 0) payload = withLatencies(payload, latencies);
+    }
     const request: DeviceRegistrationRequest = { registrationId: this.registrationId, ...(payload !== undefined ? { payload } : {}) };
     const deadline = runtime.clock.now() + this.registrationTimeoutMs;
     const wait = async (ms: number): Promise<void> => {

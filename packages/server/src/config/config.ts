@@ -4,6 +4,8 @@ import type { StoreConfig } from '../store/ports.ts';
 import type { InstanceQuotaSettings } from '../provisioning/model.ts';
 import type { OverloadSettings } from '../provisioning/quotas/overload.ts';
 import { parseQuotaSettings, quotaSettingsToJson } from '../provisioning/quotas/settings.ts';
+import { validateGeoLatencyConfig, type GeoLatencyConfig } from '../provisioning/allocation/geo-latency.ts';
+import { validateCustomAllocationConfig, type CustomAllocationConfig } from '../provisioning/allocation/custom-webhook.ts';
 
 /** One hub role. `hostName` is the hub's id: devices get it as assignedHub and sign tokens for it. */
 export interface HubConfig {
@@ -34,6 +36,13 @@ export interface DpsConfig {
   quotas?: InstanceQuotaSettings;
   /** Overload protection of this process (always on; these bounds, else the defaults). */
   overload?: OverloadSettings;
+  /**
+   * geoLatency allocation: device networks (CIDR → location) and the latency table location → hub location → ms
+   * (docs/api/allocation.md). Absent: device-reported times only, else the weighted hash.
+   */
+  geoLatency?: GeoLatencyConfig;
+  /** The custom allocation webhook client: timeout, HMAC signing secret (never logged), extra CA file. */
+  customAllocation?: CustomAllocationConfig;
 }
 
 export interface HomingConfig {
@@ -116,5 +125,16 @@ export function validateConfig(c: HomingConfig): Readonly<HomingConfig> {
   for (const [k, v] of Object.entries(c.dps.overload ?? {})) {
     if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)) throw new Error(`config: dps.overload.${k} must be a positive number`);
   }
+  // Messages name fields, never values (signingSecret is a secret).
+  const section = (name: string, check: () => void): void => {
+    try {
+      check();
+    } catch (e) {
+      throw new Error(`config: dps.${name}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+  };
+  const { geoLatency, customAllocation } = c.dps;
+  if (geoLatency !== undefined) section('geoLatency', () => validateGeoLatencyConfig(geoLatency));
+  if (customAllocation !== undefined) section('customAllocation', () => validateCustomAllocationConfig(customAllocation));
   return Object.freeze(structuredClone(c));
 }

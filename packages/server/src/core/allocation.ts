@@ -3,13 +3,15 @@ import type { JsonObject } from './json.ts';
 import type { AllocationPolicy, EnrollmentGroup, IndividualEnrollment, InitialTwin, LinkedHub } from '../provisioning/model.ts';
 import type { ErrorName } from './errors.ts';
 import { registrationKey } from './registration-id.ts';
+import { latencyTier, reportedLatency, type LatencyEstimator } from './geo-latency.ts';
 
 /**
  * Hub allocation (dps-behavior.md §3): which policy applies, which linked hubs are candidates, and which one a
  * device gets. Pure: no I/O, no clock, no randomness (hashing is deterministic).
  *
- * Policies dispatch through `ALLOCATORS`; `geoLatency` and `custom` answer a clear `failed` until they are built
- * (a custom webhook is I/O, so it will be an async allocator in the provisioning layer, handed the same context).
+ * Policies dispatch through `ALLOCATORS`. `geoLatency` ranks hubs by estimated latency (geo-latency.ts; here with the
+ * device-reported times only, the provisioning layer adds the configured network map). `custom` is a webhook call
+ * (I/O): the provisioning layer supplies it as an async allocator handed the same context; here it answers `failed`.
  */
 
 /** The enrollment fields allocation reads (individual and group alike). */
@@ -173,17 +175,39 @@ const staticPolicy: Allocator = (ctx) => {
   return { kind: 'assigned', hub, policy: 'static' };
 };
 
-const geoLatency: Allocator = (ctx) => ({
-  kind: 'failed',
-  errorName: 'NoEligibleHub',
-  message: 'The geoLatency allocation policy is not supported by this server yet.',
-  policy: ctx.policy,
-});
+export interface GeoLatencyOptions {
+  /** Latency from the device to a hub (default: the device-reported times only, `reportedLatency`). */
+  estimate?: LatencyEstimator;
+  /** Latencies within this many ms of the lowest count as a tie (default 0). */
+  tieEpsilonMs?: number;
+}
 
+/**
+ * geoLatency (§3.3, docs/api/allocation.md): among the eligible hubs (applyAllocationPolicy), the ones with the lowest
+ * estimated latency (within `tieEpsilonMs`), weighted-hashed as `hashed` does; hubs without an estimate rank after
+ * those with one; no estimate at all: the weighted hash over every eligible hub.
+ */
+export function geoLatencyAllocator(opts: GeoLatencyOptions = {}): Allocator {
+  const estimate = opts.estimate ?? reportedLatency;
+  return (ctx) => {
+    const eligible = policyEligible(ctx.hubs);
+    const { tier } = latencyTier(eligible, ctx.device, estimate, opts.tieEpsilonMs ?? 0);
+    const hub = rendezvousPick(ctx.registrationId, tier);
+    if (!hub) {
+      return noHub(ctx, ctx.hubs.length === 0 ? 'the enrollment allows no linked hub' : 'every candidate hub has applyAllocationPolicy=false');
+    }
+    return { kind: 'assigned', hub, policy: 'geoLatency' };
+  };
+}
+
+/** Without a network map, geoLatency uses what the device reported, else the weighted hash. */
+const geoLatency: Allocator = geoLatencyAllocator();
+
+/** The webhook is I/O: the provisioning layer supplies it (provisioning/allocation/custom-webhook.ts). */
 const custom: Allocator = (ctx) => ({
   kind: 'failed',
   errorName: 'CustomAllocationFailed',
-  message: 'Custom allocation failed: the custom allocation policy is not supported by this server yet.',
+  message: 'Custom allocation failed: no webhook client is configured on this server.',
   policy: ctx.policy,
 });
 

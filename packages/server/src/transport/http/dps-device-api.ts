@@ -72,7 +72,9 @@ export function registerDpsDeviceApi(app: FastifyInstance, deps: DpsDeviceApiDep
   app.put<{ Params: RegistrationParams }>('/:idScope/registrations/:registrationId/register', { bodyLimit, config }, async (req, reply) => {
     const { idScope, registrationId } = req.params;
     // register waits up to the budget itself: an assignment that ends in time is then one store write.
-    const pending = await deps.registration.register(idScope, registrationId, req.body, credentialOf(req), { budgetMs: budget });
+    // The source address feeds geoLatency allocation and the custom webhook's context.
+    const sourceAddress = req.socket.remoteAddress;
+    const pending = await deps.registration.register(idScope, registrationId, req.body, credentialOf(req), { budgetMs: budget, ...(sourceAddress ? { sourceAddress } : {}) });
     return send(reply, pending.reply);
   });
 

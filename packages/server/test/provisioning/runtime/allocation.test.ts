@@ -114,16 +114,25 @@ test('policy: the enrollment policy wins, else the instance default (read at reg
   assert.equal(selectPolicy({}, instance([], 'hashed')), 'hashed');
 });
 
-test('geoLatency and custom answer a clear failure until they are built', () => {
-  const inst = instance([hub('hubA'), hub('hubB')]);
-  const geo = allocate('dev', { allocationPolicy: 'geoLatency' }, inst);
-  assert.equal(geo.kind, 'failed');
-  if (geo.kind === 'failed') assert.match(geo.message, /geoLatency .*not supported/);
+test('geoLatency without estimates is the weighted hash; custom without a webhook client answers 400207', () => {
+  const inst = instance([hub('hubA', { allocationWeight: 1 }), hub('hubB', { allocationWeight: 3 }), hub('hubC', { applyAllocationPolicy: false })]);
+  let b = 0;
+  for (const id of ids(2000)) {
+    const geo = allocate(id, { allocationPolicy: 'geoLatency' }, inst);
+    assert.equal(geo.policy, 'geoLatency');
+    const name = assignedName(geo);
+    assert.equal(name, assignedName(allocate(id, {}, inst)), 'same hub as hashed');
+    if (name === 'hubB') b++;
+  }
+  assert.ok(Math.abs(b / 2000 - 0.75) < 0.03, `hubB share ${b / 2000}`);
+  const none = allocate('dev', { allocationPolicy: 'geoLatency', iotHubs: ['hubC'] }, inst);
+  assert.equal(none.kind === 'failed' && ERROR_CATALOGUE[none.errorName].code, 400208);
+  // The webhook is I/O: the provisioning layer supplies it (provisioning/allocation/custom-webhook.ts).
   const custom = allocate('dev', { allocationPolicy: 'custom' }, inst);
   assert.equal(custom.kind, 'failed');
   if (custom.kind === 'failed') {
     assert.equal(ERROR_CATALOGUE[custom.errorName].code, 400207);
-    assert.match(custom.message, /^Custom allocation failed/);
+    assert.match(custom.message, /^Custom allocation failed: no webhook client/);
   }
 });
 

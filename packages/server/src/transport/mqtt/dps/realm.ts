@@ -100,7 +100,7 @@ export function createDpsRealm(registration: DpsMqttRuntime, opts: DpsRealmOptio
       if (req.password !== undefined && req.password.length > MAX_PASSWORD_BYTES) return refuse(CONNACK.badUsernameOrPassword, 'password too long');
       const credential = credentialOf(req);
       if (credential === undefined) return refuse(CONNACK.notAuthorized, 'no credentials');
-      const session = new DpsDeviceSession(parsed.idScope, parsed.registrationId, credential, link, ctx);
+      const session = new DpsDeviceSession(parsed.idScope, parsed.registrationId, credential, link, ctx, req.remoteAddress);
       return Promise.resolve({ ok: true, session, sessionPresent: false });
     },
   };

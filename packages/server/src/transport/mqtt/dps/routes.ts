@@ -33,6 +33,8 @@ export interface DpsScope {
   readonly registrationId: string;
   /** Passed to every use case call: the use cases authenticate each request (SAS signature, enrollment). */
   readonly credential: DeviceCredential;
+  /** The device's source IP address, as the socket reports it (geoLatency allocation, the custom webhook). */
+  readonly sourceAddress?: string | undefined;
   readonly link: MqttLink;
   readonly realm: DpsRealmContext;
 }

@@ -23,6 +23,7 @@ export class DpsDeviceSession implements RealmSession, DpsScope {
     readonly credential: DeviceCredential,
     readonly link: MqttLink,
     readonly realm: DpsRealmContext,
+    readonly sourceAddress?: string,
   ) {}
 
   subscribe(subscriptions: readonly ISubscription[]): number[] {

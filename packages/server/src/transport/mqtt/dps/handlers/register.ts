@@ -2,7 +2,7 @@ import { HomingError } from '../../../../core/errors.ts';
 import type { PublishOutcome } from '../../realm.ts';
 import type { DpsPublishRoute, DpsRequest, DpsScope } from '../routes.ts';
 import { REGISTER_PREFIX, topicIs } from '../topics.ts';
-import { respondError, respondReply, withinBudget } from './response.ts';
+import { respondError, respondReply } from './response.ts';
 
 /**
  * Register: PUBLISH `$dps/registrations/PUT/iotdps-register/?$rid={rid}` with the DeviceRegistration JSON
@@ -18,8 +18,13 @@ export const registerRoute: DpsPublishRoute = {
     try {
       const body = parseJsonPayload(req.msg.payload);
       const { realm } = scope;
-      const pending = await realm.registration.register(scope.idScope, scope.registrationId, body, scope.credential);
-      respondReply(scope, req.rid, await withinBudget(pending, realm.responseBudgetMs));
+      // register waits up to the budget itself (as over HTTPS): an assignment that ends in time is one store write
+      // and its reply is final; otherwise the reply is 202 `assigning`.
+      const pending = await realm.registration.register(scope.idScope, scope.registrationId, body, scope.credential, {
+        budgetMs: realm.responseBudgetMs,
+        ...(scope.sourceAddress ? { sourceAddress: scope.sourceAddress } : {}),
+      });
+      respondReply(scope, req.rid, pending.reply);
     } catch (e) {
       respondError(scope, req.rid, e);
     }
