@@ -36,3 +36,21 @@ export async function loadOrCreateState(dataDir: string, hubHostNames: readonly 
   }
   return state;
 }
+
+/**
+ * This node's stable id (DIR/node-id), created on first run. Durable work a node owns (hub moves) is resumed by the
+ * same node at once after a restart; other nodes wait for its lease to end. Nodes sharing a database need distinct
+ * data directories.
+ */
+export async function loadOrCreateNodeId(dataDir: string, newId: () => string): Promise<string> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const path = join(dataDir, 'node-id');
+  if (existsSync(path)) {
+    const id = (await readFile(path, 'utf8')).trim();
+    if (/^[A-Za-z0-9._-]{1,128}$/.test(id)) return id;
+    throw new Error(`${path} does not hold a node id`);
+  }
+  const id = newId();
+  await writeFile(path, `${id}\n`, { mode: 0o600 });
+  return id;
+}

@@ -86,6 +86,8 @@ export interface EnrollmentServiceDeps {
   limits?: Partial<EnrollmentLimits>;
   /** One certificate in one entry only (409 otherwise); without it certificates are not checked across entries. */
   certificateClaims?: CertificateClaims;
+  /** Called after an enrollment group of `instance` was written (registrations drop their cached groups). */
+  onGroupChange?: (instance: string) => void;
 }
 
 /** One of the two enrollment collections, so both share the put/delete/bulk/query logic. */
@@ -154,9 +156,9 @@ export class EnrollmentService {
       keepId: (g, existing) => ({ ...g, enrollmentGroupId: existing.enrollmentGroupId }),
       get: (i, id) => store.getEnrollmentGroup(i, id),
       build: (body, id, ctx, m) => ({ ...parseEnrollmentGroup(body, id, ctx), etag: m.etag, createdDateTimeUtc: m.created, lastUpdatedDateTimeUtc: m.updated }),
-      create: (i, g) => this.claimed(i, g, () => store.createEnrollmentGroup(i, g)),
-      replace: (i, g, etag) => this.claimed(i, g, () => store.replaceEnrollmentGroup(i, g, etag)),
-      delete: (i, id, etag) => this.unclaimed(i, { kind: 'group', key: registrationKey(id) }, store.deleteEnrollmentGroup(i, id, etag)),
+      create: (i, g) => this.claimed(i, g, () => store.createEnrollmentGroup(i, g)).finally(() => deps.onGroupChange?.(i)),
+      replace: (i, g, etag) => this.claimed(i, g, () => store.replaceEnrollmentGroup(i, g, etag)).finally(() => deps.onGroupChange?.(i)),
+      delete: (i, id, etag) => this.unclaimed(i, { kind: 'group', key: registrationKey(id) }, store.deleteEnrollmentGroup(i, id, etag)).finally(() => deps.onGroupChange?.(i)),
       list: (i, p) => store.listEnrollmentGroups(i, p),
       checkQuota: async (inst, g) => {
         const counts = await store.countEnrollmentGroups(inst.name);

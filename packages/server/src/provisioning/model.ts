@@ -178,3 +178,57 @@ export interface RegistrationOperation {
   /** The DeviceRegistrationResult once the operation is final. */
   result?: JsonObject;
 }
+
+/** The twin a hub move installs on the new hub (hub-client.ts ImportDeviceRequest['twin']). */
+export interface HubMoveTwin {
+  tags: JsonObject;
+  desired: JsonObject;
+  reported: JsonObject;
+  desiredVersion: number;
+  reportedVersion: number;
+}
+
+/**
+ * A durable reprovisioning job (docs/adr/015-reprovisioning-and-hub-moves.md): a device moving from one hub to another under
+ * the migrate or reset policy. One per registration id at a time. Its steps are idempotent and recorded:
+ * `planned` (nothing done) → `copied` (the state for the new hub is in `twin`: the old hub's for migrate, the
+ * initial twin for reset) → `written` (the new hub has the device) → the old hub's device is deleted and the finish
+ * deletes the job, ends the operation and writes the record in one transaction (`removed` is only reported to the
+ * step hook between the two; it is never stored). `aborting`: the move is being
+ * undone (the new hub could not be written): the device is removed from the new hub, then the operation ends
+ * `failed` and the record returns to the old hub.
+ *
+ * Holds the credentials the new hub gets (the store already keeps enrollment keys); never logged.
+ */
+export interface HubMove {
+  registrationId: string;
+  /** The `assigning` operation this move belongs to. */
+  operationId: string;
+  kind: 'migrate' | 'reset';
+  deviceId: string;
+  fromHub: string;
+  toHub: string;
+  step: 'planned' | 'copied' | 'written' | 'removed' | 'aborting';
+  /** Compare-and-set key: every update writes version + 1. */
+  version: number;
+  /** The node running it, and until when (ISO) its lease holds; another node takes it over only after that. */
+  owner: string;
+  leaseUntil: string;
+  createdDateTimeUtc: string;
+  lastUpdatedDateTimeUtc: string;
+  credentials: { type: 'sas'; primaryKey: string; secondaryKey: string } | { type: 'selfSigned'; primaryThumbprint: string; secondaryThumbprint: string };
+  capabilities: { iotEdge: boolean };
+  /** What the new hub gets; set from `copied` on. */
+  twin?: HubMoveTwin;
+  /** Used when the old hub no longer has the device (nothing to migrate). */
+  initialTwin?: HubMoveTwin;
+  /** The record to write when the move ends (status assigned on the new hub). */
+  record: RegistrationRecord;
+  /** The record before the move, written back when the move is undone. */
+  prior: RegistrationRecord;
+  /** Failed attempts of the current step, and the last failure (no secrets). */
+  attempts: number;
+  lastError?: string;
+  /** Why the move is being undone (the error the operation ends with). */
+  abort?: { errorCode: number; errorMessage: string };
+}

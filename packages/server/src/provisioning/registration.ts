@@ -1,4 +1,4 @@
-import { ALLOCATORS, allocationContext, type AllocationDecision, type AllocationContext } from '../core/allocation.ts';
+import { ALLOCATORS, allocationContext, selectPolicy, type AllocationDecision, type AllocationContext, type AllocationDevice } from '../core/allocation.ts';
 import { isoTime, type Clock, type IdSource } from '../core/clock.ts';
 import { ERROR_CATALOGUE, HomingError, type ErrorName } from '../core/errors.ts';
 import { isPlainObject, type JsonObject, type JsonValue } from '../core/json.ts';
@@ -10,7 +10,10 @@ import type {
   AllocationPolicy,
   EnrollmentCommon,
   EnrollmentGroup,
+  HubMove,
+  HubMoveTwin,
   IndividualEnrollment,
+  InitialTwin,
   LinkedHub,
   ProvisioningInstance,
   RegistrationOperation,
@@ -30,6 +33,7 @@ import type { CaCertificateReadStore } from '../store/ca-ports.ts';
 import { operationStatusBody, registrationResult, resultAsJson, type DeviceRegistrationResult, type RegistrationOperationStatus } from './registration/results.ts';
 import { RegistrationThrottle, type RegistrationLimits } from './registration/throttle.ts';
 import type { QuotaService } from './quotas/quota-service.ts';
+import { HubMover } from './reprovision/hub-mover.ts';
 
 export type { DeviceCredential } from './registration/device-auth.ts';
 export type { DeviceRegistrationResult, RegistrationOperationStatus } from './registration/results.ts';
@@ -78,6 +82,17 @@ export interface RegistrationServiceDeps {
    * name them. Without it, X.509 devices match individual enrollments only (no group has a verified certificate).
    */
   caCertificates?: CaCertificateReadStore;
+  /** Durable hub moves (reprovisioning with migrate / reset; docs/adr/015-reprovisioning-and-hub-moves.md). */
+  moves?: {
+    /** This node's stable id (a restart resumes its own moves at once). Default: random per process. */
+    nodeId?: string;
+    /** Lease of a running move, ms (default 30 s): another node takes an interrupted move over after it. */
+    leaseMs?: number;
+    /** How long the new hub is retried before a move is undone, ms (default 60 s). */
+    giveUpMs?: number;
+    /** Called after each recorded step of a move (crash tests). */
+    afterStep?: (move: HubMove) => void | Promise<void>;
+  };
 }
 
 /** What a transport sends: 200 with a final status, or 202 `assigning` with Retry-After. */
@@ -113,6 +128,8 @@ type EnrollmentRef = RegistrationRecord['enrollment'];
 interface OperationRequest {
   /** The enrollment whose key the device signs with. */
   auth: EnrollmentRef;
+  /** The node that runs it (a restarted node ends its own interrupted operations). */
+  node?: string;
   payload?: JsonObject;
 }
 
@@ -130,6 +147,8 @@ export class RegistrationService {
   private readonly groups: ReadCache<EnrollmentGroup[]>;
   /** X.509 trust material by instance name (x509-auth.ts), cached like the groups; dropped by `invalidateTrust`. */
   private readonly x509Trust: ReadCache<X509Trust>;
+  /** Runs and resumes durable hub moves. */
+  readonly mover: HubMover;
 
   constructor(deps: RegistrationServiceDeps) {
     this.d = deps;
@@ -142,6 +161,56 @@ export class RegistrationService {
     this.instances = new ReadCache(ttl, deps.clock, { keep: (v) => v !== undefined });
     this.groups = new ReadCache(ttl, deps.clock);
     this.x509Trust = new ReadCache(ttl, deps.clock);
+    const mv = deps.moves ?? {};
+    this.mover = new HubMover({
+      store: deps.store,
+      hubs: deps.hubs,
+      clock: deps.clock,
+      ids: deps.ids,
+      logger: deps.logger,
+      nodeId: mv.nodeId ?? deps.ids.uuid(),
+      ...(mv.leaseMs === undefined ? {} : { leaseMs: mv.leaseMs }),
+      ...(mv.giveUpMs === undefined ? {} : { giveUpMs: mv.giveUpMs }),
+      ...(mv.afterStep === undefined ? {} : { afterStep: mv.afterStep }),
+    });
+  }
+
+  /**
+   * After a restart (call once at start): ends this node's interrupted operations that have no hub move (`failed`,
+   * so their devices register again at once instead of waiting for them to go stale), resumes its interrupted hub
+   * moves, and keeps scanning for moves whose node died.
+   */
+  startMoveRecovery(intervalMs?: number): void {
+    void this.recoverInterrupted(false).catch((err: unknown) => this.log.warn({ err }, 'recovering interrupted registrations failed'));
+    this.mover.startRecovery(() => this.d.store.listInstances(), intervalMs);
+  }
+
+  /**
+   * Ends the `assigning` operations this node started before a restart that are not hub moves, and (unless
+   * `movesToo` is false) resumes this node's hub moves and those whose lease ended.
+   */
+  async recoverInterrupted(movesToo = true): Promise<{ operations: number; moves: number }> {
+    const instances = await this.d.store.listInstances();
+    let operations = 0;
+    for (const inst of instances) {
+      const list = await this.d.store.listStaleOperations(inst.name, isoTime(this.d.clock.now() + 1), 1000);
+      for (const op of list) {
+        if (readRequest(op.request)?.node !== this.mover.nodeId || this.running.has(runKey(inst, op.operationId))) continue;
+        const move = await this.d.store.getHubMove(inst.name, op.registrationId);
+        if (move && move.operationId === op.operationId) continue;
+        await this.finishWithoutRecord(inst, { op, state: 'stored', completion: Promise.resolve(assigningReply(op, this.retryAfter)) }, 'ServiceUnavailable', 'The registration was interrupted by a restart of the service; register again.');
+        operations++;
+      }
+    }
+    const moves = movesToo ? await this.mover.resumeAll(instances) : 0;
+    return { operations, moves };
+  }
+
+  /** Enrollment groups or linked hubs changed: drop the cached instances and groups (the next register reads them). */
+  invalidateEnrollments(): void {
+    this.instances.clear();
+    this.groups.clear();
+    this.x509Trust.clear();
   }
 
   /** A CA certificate or an X.509 group of `instance` changed: drop the cached X.509 trust material. */
@@ -164,8 +233,17 @@ export class RegistrationService {
     const match = await this.authenticate(instance, registrationId, credential, record, ctx.individualEnrollment ?? null);
     const now = this.nowIso();
     const budgetMs = Math.max(0, opts.budgetMs ?? 0);
+    const extras: AssignmentExtras = { ...(req.payload === undefined ? {} : { payload: req.payload }), ...(opts.sourceAddress === undefined ? {} : { sourceAddress: opts.sourceAddress }) };
 
     const enrollment = enrollmentOf(match);
+    if (record?.status === 'assigning' && ctx.inFlightOperation === undefined) {
+      // A record left `assigning` by a hub move whose operation is gone: finish the move before anything else.
+      const move = await this.d.store.getHubMove(instance.name, registrationId);
+      if (move) {
+        void this.claimMove(instance, move);
+        return { reply: { httpStatus: 202, body: { operationId: move.operationId, status: 'assigning' }, retryAfterSeconds: this.retryAfter } };
+      }
+    }
     if (match.kind === 'blocked' || enrollment.provisioningStatus === 'disabled') {
       return { reply: await this.finishDisabled(instance, registrationId, authRef(match), now) };
     }
@@ -186,16 +264,16 @@ export class RegistrationService {
       version: 1,
       createdDateTimeUtc: now,
       lastUpdatedDateTimeUtc: now,
-      request: requestJson({ auth: authRef(match), ...(req.payload === undefined ? {} : { payload: req.payload }) }),
+      request: requestJson({ auth: authRef(match), node: this.mover.nodeId, ...(req.payload === undefined ? {} : { payload: req.payload }) }),
     };
     if (budgetMs > 0 && ctx.inFlightOperation === undefined) {
       // Run first, store once: the operation is written when the assignment ends (with the record) or when a 202
       // has to name it, whichever comes first.
-      return this.settle(instance, this.startAssignment(instance, match, registrationId, record, op, false), budgetMs);
+      return this.settle(instance, this.startAssignment(instance, match, registrationId, record, op, false, extras), budgetMs);
     }
     for (let attempt = 0; attempt < 4; attempt++) {
       if ((await this.d.store.createOperation(instance.name, op)) === 'ok') {
-        return this.settle(instance, this.startAssignment(instance, match, registrationId, record, op, true), budgetMs);
+        return this.settle(instance, this.startAssignment(instance, match, registrationId, record, op, true, extras), budgetMs);
       }
       // Another registration of this device is in flight: answer with it (dps-behavior.md §2.3).
       const existing = await this.d.store.findInFlightOperation(instance.name, registrationId);
@@ -206,10 +284,12 @@ export class RegistrationService {
         return r.httpStatus === 200 ? { reply: r } : { reply: r, completion: running };
       }
       if (this.isStale(existing)) {
+        // A hub move of this device outlived its node: resume the move (never start a second assignment over it).
+        if (await this.resumeMoveOf(instance, existing)) return { reply: assigningReply(existing, this.retryAfter) };
         const claimed: RegistrationOperation = { ...existing, version: existing.version + 1, lastUpdatedDateTimeUtc: this.nowIso(), request: op.request };
         if ((await this.d.store.updateOperation(instance.name, claimed, existing.version)) === 'ok') {
           this.log.warn({ idScope, operationId: existing.operationId }, 'taking over an abandoned registration operation');
-          return this.settle(instance, this.startAssignment(instance, match, registrationId, record, claimed, true), budgetMs);
+          return this.settle(instance, this.startAssignment(instance, match, registrationId, record, claimed, true, extras), budgetMs);
         }
         continue;
       }
@@ -256,6 +336,12 @@ export class RegistrationService {
   /** Waits for the assignments running in this process. */
   async drain(): Promise<void> {
     while (this.running.size > 0) await Promise.allSettled([...this.running.values()]);
+  }
+
+  /** Stops resuming moves and waits for the assignments and moves running in this process. */
+  async stop(): Promise<void> {
+    await this.drain();
+    await this.mover.stop();
   }
 
   /** Deletes finished operations older than `olderThanMs` in every instance. Returns how many. */
@@ -340,11 +426,12 @@ export class RegistrationService {
     record: RegistrationRecord | undefined,
     op: RegistrationOperation,
     stored: boolean,
+    extras: AssignmentExtras,
   ): Assignment {
     const key = runKey(instance, op.operationId);
     const byReg = registrationRunKey(instance, registrationId);
     const a: Assignment = { op, state: stored ? 'stored' : 'unstored', completion: undefined as unknown as Promise<RegistrationReply> };
-    a.completion = this.assign(instance, match, registrationId, record, a).finally(() => {
+    a.completion = this.assign(instance, match, registrationId, record, a, extras).finally(() => {
       this.running.delete(key);
       if (this.byRegistration.get(byReg) === a) this.byRegistration.delete(byReg);
     });
@@ -443,11 +530,14 @@ export class RegistrationService {
     registrationId: string,
     prior: RegistrationRecord | undefined,
     a: Assignment,
+    extras: AssignmentExtras,
   ): Promise<RegistrationReply> {
     const op = a.op;
     let record: RegistrationRecord;
     try {
-      record = await this.assignToHub(instance, match, registrationId, prior, op);
+      const planned = await this.assignToHub(instance, match, registrationId, prior, op, extras);
+      if ('move' in planned) return await this.startMove(instance, a, planned.prior, planned.move);
+      record = planned;
     } catch (e) {
       this.log.error({ err: e, idScope: instance.idScope, operationId: op.operationId }, 'registration assignment failed unexpectedly');
       return this.finishWithoutRecord(instance, a, 'ServerError', 'The registration failed because of an internal error; register again.');
@@ -468,14 +558,18 @@ export class RegistrationService {
     }
   }
 
-  /** Chooses the hub, writes the device, and returns the record to store (assigned or failed). */
+  /**
+   * Chooses the hub and either writes the device and returns the record to store (assigned or failed), or, when a
+   * re-registration must move the device to another hub (reprovision policy migrate / reset), returns the move to run.
+   */
   private async assignToHub(
     instance: ProvisioningInstance,
     match: Exclude<EnrollmentMatch, { kind: 'blocked' }>,
     registrationId: string,
     prior: RegistrationRecord | undefined,
     op: RegistrationOperation,
-  ): Promise<RegistrationRecord> {
+    extras: AssignmentExtras,
+  ): Promise<RegistrationRecord | { move: HubMove; prior: RegistrationRecord }> {
     const now = this.nowIso();
     const enrollment = enrollmentOf(match);
     const ref = authRef(match);
@@ -497,36 +591,45 @@ export class RegistrationService {
     };
     const failed = (errorName: ErrorName, message: string): RegistrationRecord => ({ ...base, status: 'failed', errorCode: ERROR_CATALOGUE[errorName].code, errorMessage: message });
 
-    // Re-registration of an assigned device: it stays on its hub (twin untouched, substatus kept). Moving a device
-    // between hubs (the reprovision policies' migrate / reset) is not built yet, so the device stays even when
-    // allocation now prefers another hub, which is the `updateHubAssignment: false` behaviour.
-    let target: LinkedHub;
-    let stays = false;
     const current = prior?.status === 'assigned' && prior.assignedHub !== undefined && prior.deviceId === deviceId ? prior.assignedHub : undefined;
+    const device: AllocationDevice = {
+      ...(extras.sourceAddress === undefined ? {} : { sourceAddress: extras.sourceAddress }),
+      ...(extras.payload === undefined ? {} : { payload: extras.payload }),
+      ...(current === undefined ? {} : { currentHub: current, currentDeviceId: deviceId }),
+      attestation: match.x509 ? { type: 'x509', x509: x509ResultJson(match.x509) } : { type: 'symmetricKey' },
+      enrollment: match.kind === 'individual' ? { kind: 'individual', value: match.enrollment } : { kind: 'group', value: match.group },
+    };
+    const policy = enrollment.reprovisionPolicy;
+    const custom = selectPolicy(enrollment, instance) === 'custom';
+
+    // The hub: the current one for a re-registration the policy keeps in place, else what allocation chooses
+    // (§3, §4). A custom webhook is called on every registration, with only the current hub under "never".
+    let target: LinkedHub;
+    let decision: Extract<AllocationDecision, { kind: 'assigned' }> | undefined;
+    let stays = false;
     if (current !== undefined) {
       const linked = instance.linkedHubs.find((h) => h.name.toLowerCase() === current.toLowerCase());
       if (!linked) {
-        return failed('NoEligibleHub', `The device is assigned to IoT hub ${current}, which is no longer linked; moving a device to another hub is not supported yet.`);
+        return failed('NoEligibleHub', `The device is assigned to IoT hub ${current}, which is no longer linked to this service.`);
       }
       target = linked;
       stays = true;
-      if (enrollment.reprovisionPolicy.updateHubAssignment) {
-        const d = await this.allocate(registrationId, enrollment, instance);
-        if (d.kind === 'assigned' && d.hub.name.toLowerCase() !== linked.name.toLowerCase()) {
-          this.log.warn({ idScope: instance.idScope, registrationId, currentHub: linked.name, allocatedHub: d.hub.name }, 'reprovisioning to another hub is not supported yet: the device stays on its current hub');
+      if (policy.updateHubAssignment || custom) {
+        const d = await this.allocate(registrationId, enrollment, instance, device, policy.updateHubAssignment ? undefined : [linked]);
+        if (d.kind === 'failed') return failed(d.errorName, d.message);
+        decision = d;
+        if (policy.updateHubAssignment && d.hub.name.toLowerCase() !== linked.name.toLowerCase() && prior !== undefined) {
+          return { move: this.planMove(instance, match, registrationId, deviceId, prior, linked, d, base), prior };
         }
       }
     } else {
-      const d = await this.allocate(registrationId, enrollment, instance);
+      const d = await this.allocate(registrationId, enrollment, instance, device);
       if (d.kind === 'failed') return failed(d.errorName, d.message);
+      decision = d;
       target = d.hub;
     }
 
-    const credentials: HubCredentials = match.x509
-      ? x509HubCredentials(match.x509)
-      : match.kind === 'individual'
-        ? symmetricCredentials(match.enrollment)
-        : { type: 'sas', primaryKey: match.derivedKeys.primaryKey, secondaryKey: match.derivedKeys.secondaryKey };
+    const credentials = hubCredentialsOf(match);
     let client;
     try {
       client = this.d.hubs.forHub(target);
@@ -537,7 +640,8 @@ export class RegistrationService {
       deviceId,
       credentials,
       capabilities: { iotEdge: enrollment.capabilities.iotEdge },
-      initialTwin: initialTwinOf(enrollment),
+      // Applied only when the device is created on the hub (a first assignment): the webhook's wins (§2.4).
+      initialTwin: initialTwinContent(decision?.initialTwin ?? enrollment.initialTwin),
       likelyNew: prior === undefined,
     });
     if (!w.ok) {
@@ -549,11 +653,106 @@ export class RegistrationService {
       : stays
         ? (prior?.substatus ?? 'initialAssignment')
         : 'reprovisionedToInitialAssignment';
-    return { ...base, status: 'assigned', assignedHub: target.name, deviceId, substatus };
+    return { ...base, status: 'assigned', assignedHub: target.name, deviceId, substatus, ...(decision?.payload === undefined ? {} : { payload: decision.payload }) };
   }
 
-  private async allocate(registrationId: string, enrollment: EnrollmentCommon, instance: ProvisioningInstance): Promise<AllocationDecision> {
-    const ctx = allocationContext(registrationId, enrollment, instance);
+  /** The durable move of a re-registering device to another hub (model.ts HubMove). */
+  private planMove(
+    instance: ProvisioningInstance,
+    match: Exclude<EnrollmentMatch, { kind: 'blocked' }>,
+    registrationId: string,
+    deviceId: string,
+    prior: RegistrationRecord,
+    from: LinkedHub,
+    d: Extract<AllocationDecision, { kind: 'assigned' }>,
+    base: RegistrationRecord,
+  ): HubMove {
+    const enrollment = enrollmentOf(match);
+    const migrate = enrollment.reprovisionPolicy.migrateDeviceData;
+    // Reset: the webhook's initialTwin wins over the enrollment's (§3.5); reported starts empty.
+    const initial = moveTwinOf(d.initialTwin ?? enrollment.initialTwin);
+    const now = this.nowIso();
+    const record: RegistrationRecord = {
+      ...base,
+      status: 'assigned',
+      assignedHub: d.hub.name,
+      deviceId,
+      substatus: migrate ? 'deviceDataMigrated' : 'deviceDataReset',
+      ...(d.payload === undefined ? {} : { payload: d.payload }),
+    };
+    this.log.info({ idScope: instance.idScope, registrationId, from: from.name, to: d.hub.name, kind: migrate ? 'migrate' : 'reset' }, 'moving a device to another hub');
+    return {
+      registrationId,
+      operationId: base.operationId ?? '',
+      kind: migrate ? 'migrate' : 'reset',
+      deviceId,
+      fromHub: from.name,
+      toHub: d.hub.name,
+      step: migrate ? 'planned' : 'copied',
+      version: 1,
+      ...this.mover.lease(),
+      createdDateTimeUtc: now,
+      lastUpdatedDateTimeUtc: now,
+      credentials: hubCredentialsOf(match),
+      capabilities: { iotEdge: enrollment.capabilities.iotEdge },
+      ...(migrate ? {} : { twin: initial }),
+      initialTwin: initial,
+      record,
+      prior,
+      attempts: 0,
+    };
+  }
+
+  /**
+   * Runs a planned move: the operation is stored `assigning` (a poll may reach any node), the move and the record
+   * (status `assigning`) are written in one transaction, then the mover runs the steps.
+   */
+  private async startMove(instance: ProvisioningInstance, a: Assignment, prior: RegistrationRecord, move: HubMove): Promise<RegistrationReply> {
+    const stored = await this.storeAssigning(instance, a);
+    if (stored === 'finishing') throw new Error('a move planned for an assignment that is finishing');
+    if (stored !== 'stored') return stored.status === 'assigning' ? assigningReply(stored, this.retryAfter) : finalReply(stored);
+    const assigningRecord: RegistrationRecord = { ...prior, status: 'assigning', operationId: a.op.operationId, lastUpdatedDateTimeUtc: this.nowIso(), etag: this.newEtag() };
+    const created = await this.d.store.createHubMove(instance.name, move, { record: assigningRecord, expect: { kind: 'etag', etag: prior.etag } });
+    if (created !== 'ok') {
+      return this.finishWithoutRecord(instance, a, 'ServiceUnavailable', 'The device registration changed while it was being reprovisioned; register again.');
+    }
+    try {
+      const end = await this.mover.run(instance, move);
+      if (end.kind === 'finished' && end.operation) return finalReply(end.operation);
+    } catch (e) {
+      // The move is stored: the recovery scan carries it on. The device keeps polling.
+      this.log.error({ err: e, idScope: instance.idScope, operationId: a.op.operationId }, 'a hub move was interrupted; it is resumed later');
+    }
+    const now = await this.d.store.getOperation(instance.name, a.op.operationId).catch(() => undefined);
+    return now && now.status !== 'assigning' ? finalReply(now) : assigningReply(now ?? a.op, this.retryAfter);
+  }
+
+  /** When `op` belongs to a stored hub move: resumes it in the background (if its lease allows) and returns true. */
+  private async resumeMoveOf(instance: ProvisioningInstance, op: RegistrationOperation): Promise<boolean> {
+    const move = await this.d.store.getHubMove(instance.name, op.registrationId);
+    if (!move || move.operationId !== op.operationId) return false;
+    void this.claimMove(instance, move);
+    return true;
+  }
+
+  private async claimMove(instance: ProvisioningInstance, move: HubMove): Promise<void> {
+    try {
+      const claimed = await this.mover.claim(instance, move);
+      await claimed?.done;
+    } catch (err) {
+      this.log.warn({ err, idScope: instance.idScope }, 'resuming a hub move failed; it is retried later');
+    }
+  }
+
+  private async allocate(
+    registrationId: string,
+    enrollment: EnrollmentCommon,
+    instance: ProvisioningInstance,
+    device: AllocationDevice,
+    onlyHubs?: LinkedHub[],
+  ): Promise<AllocationDecision> {
+    const base = allocationContext(registrationId, enrollment, instance);
+    const ctx: AllocationContext = onlyHubs === undefined ? { ...base, device } : { ...base, hubs: onlyHubs, unlinked: [], device };
     const allocator = this.d.allocators?.[ctx.policy] ?? ALLOCATORS[ctx.policy];
     return allocator(ctx);
   }
@@ -583,6 +782,8 @@ export class RegistrationService {
 
   /** A poll of an operation whose node died: it ends failed so the device registers again. */
   private async failAbandoned(instance: ProvisioningInstance, op: RegistrationOperation): Promise<RegistrationReply> {
+    // A hub move is never failed from outside: it is resumed (its steps go on where they stopped).
+    if (await this.resumeMoveOf(instance, op)) return assigningReply(op, this.retryAfter);
     const reply = await this.finishWithoutRecord(instance, { op, state: 'stored', completion: Promise.resolve(assigningReply(op, this.retryAfter)) }, 'ServiceUnavailable', 'The registration was interrupted; register again.');
     const stored = await this.d.store.getOperation(instance.name, op.operationId);
     if (stored && stored.status !== 'assigning') return finalReply(stored);
@@ -660,14 +861,31 @@ function authRef(m: EnrollmentMatch): EnrollmentRef {
   return { kind: 'group', enrollmentGroupId: m.acceptedBy.enrollmentGroupId };
 }
 
+/** What the device's request adds to an assignment (allocation reads it). */
+interface AssignmentExtras {
+  payload?: JsonObject;
+  sourceAddress?: string;
+}
+
+/** Hub credentials from the attestation used in this registration (§4: derived, never copied from the old hub). */
+function hubCredentialsOf(match: Exclude<EnrollmentMatch, { kind: 'blocked' }>): HubCredentials {
+  if (match.x509) return x509HubCredentials(match.x509);
+  if (match.kind === 'individual') return symmetricCredentials(match.enrollment);
+  return { type: 'sas', primaryKey: match.derivedKeys.primaryKey, secondaryKey: match.derivedKeys.secondaryKey };
+}
+
 function symmetricCredentials(e: EnrollmentCommon): HubCredentials {
   const sk = e.attestation.symmetricKey;
   if (!sk) throw new Error('a symmetric-key match without keys');
   return { type: 'sas', primaryKey: sk.primaryKey, secondaryKey: sk.secondaryKey };
 }
 
-function initialTwinOf(e: EnrollmentCommon): InitialTwinContent | undefined {
-  const t = e.initialTwin;
+/** The twin a reset installs: the initial tags and desired properties, empty reported, versions 1. */
+function moveTwinOf(t: InitialTwin | undefined): HubMoveTwin {
+  return { tags: t?.tags ?? {}, desired: t?.properties?.desired ?? {}, reported: {}, desiredVersion: 1, reportedVersion: 1 };
+}
+
+function initialTwinContent(t: InitialTwin | undefined): InitialTwinContent | undefined {
   if (!t) return undefined;
   const out: InitialTwinContent = {};
   if (t.tags && Object.keys(t.tags).length > 0) out.tags = t.tags;
@@ -691,6 +909,7 @@ function finalReply(op: RegistrationOperation): RegistrationReply {
 
 function requestJson(r: OperationRequest): JsonObject {
   const out: JsonObject = { auth: { ...r.auth } };
+  if (r.node !== undefined) out.node = r.node;
   if (r.payload !== undefined) out.payload = r.payload;
   return out;
 }
@@ -698,8 +917,9 @@ function requestJson(r: OperationRequest): JsonObject {
 function readRequest(v: JsonObject | undefined): OperationRequest | undefined {
   const auth = v?.auth;
   if (!isPlainObject(auth)) return undefined;
-  if (auth.kind === 'individual' && typeof auth.registrationId === 'string') return { auth: { kind: 'individual', registrationId: auth.registrationId } };
-  if (auth.kind === 'group' && typeof auth.enrollmentGroupId === 'string') return { auth: { kind: 'group', enrollmentGroupId: auth.enrollmentGroupId } };
+  const node = typeof v?.node === 'string' ? { node: v.node } : {};
+  if (auth.kind === 'individual' && typeof auth.registrationId === 'string') return { auth: { kind: 'individual', registrationId: auth.registrationId }, ...node };
+  if (auth.kind === 'group' && typeof auth.enrollmentGroupId === 'string') return { auth: { kind: 'group', enrollmentGroupId: auth.enrollmentGroupId }, ...node };
   return undefined;
 }
 

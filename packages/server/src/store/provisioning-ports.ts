@@ -1,5 +1,6 @@
 import type {
   EnrollmentGroup,
+  HubMove,
   IndividualEnrollment,
   ProvisioningInstance,
   RegistrationOperation,
@@ -147,4 +148,28 @@ export interface ProvisioningStore extends ProvisioningReadStore {
   listStaleOperations(instance: string, updatedBefore: string, limit: number): Promise<RegistrationOperation[]>;
   /** Deletes finished (not `assigning`) operations last updated before `updatedBefore`. Returns how many. */
   purgeFinishedOperations(instance: string, updatedBefore: string): Promise<number>;
+
+  // ---- hub moves (durable reprovisioning jobs, model.ts HubMove) -------------------------------------------
+  /**
+   * Starts a move: inserts it and writes the registration record (status `assigning`) in one transaction. 'exists'
+   * when the registration id already has a move; 'precondition-failed' when the record expectation does not hold.
+   */
+  createHubMove(instance: string, move: HubMove, registration: RecordWrite): Promise<CreateResult | 'precondition-failed'>;
+  getHubMove(instance: string, registrationId: string): Promise<HubMove | undefined>;
+  /** Compare-and-set on the move's version (`move.version` must be expectedVersion + 1). */
+  updateHubMove(instance: string, move: HubMove, expectedVersion: number): Promise<WriteResult>;
+  /**
+   * Ends a move in one transaction: deletes it (at `expectedVersion`), writes its operation when given (compare-and-set
+   * on the operation version) and the registration record. Nothing is written unless every condition holds.
+   */
+  finishHubMove(
+    instance: string,
+    registrationId: string,
+    expectedVersion: number,
+    operation: { operation: RegistrationOperation; expectedVersion: number } | undefined,
+    registration: RecordWrite,
+  ): Promise<WriteResult>;
+  /** Moves to run: those owned by `owner`, or whose lease ended before `leaseBefore` (ISO), oldest lease first. */
+  listHubMoves(instance: string, filter: { owner?: string; leaseBefore?: string; limit: number }): Promise<HubMove[]>;
+  countHubMoves(instance: string): Promise<number>;
 }

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import type { ProvisioningStore } from '../../src/store/provisioning-ports.ts';
 import type {
   EnrollmentGroup,
+  HubMove,
   IndividualEnrollment,
   ProvisioningInstance,
   RegistrationOperation,
@@ -441,6 +442,81 @@ export function provisioningStoreContract(name: string, open: () => Promise<Prov
         assert.equal(await store().getOperation(i, 'old-done'), undefined);
         assert.ok(await store().getOperation(i, 'new-done'));
         assert.ok(await store().getOperation(i, 'old-1'), 'in-flight operations are never purged');
+      });
+    });
+
+    describe('hub moves', () => {
+      const move = (registrationId: string, over: Partial<HubMove> = {}): HubMove => ({
+        registrationId,
+        operationId: `op-${registrationId}`,
+        kind: 'migrate',
+        deviceId: registrationId,
+        fromHub: 'hub1.test',
+        toHub: 'hub2.test',
+        step: 'planned',
+        version: 1,
+        owner: 'node-a',
+        leaseUntil: T1,
+        createdDateTimeUtc: T0,
+        lastUpdatedDateTimeUtc: T0,
+        credentials: { type: 'sas', primaryKey: KEY_A, secondaryKey: KEY_B },
+        capabilities: { iotEdge: false },
+        record: sampleRecord(registrationId, {}, { assignedHub: 'hub2.test', status: 'assigned' }),
+        prior: sampleRecord(registrationId),
+        attempts: 0,
+        ...over,
+      });
+
+      it('creates a move with its record in one transaction; one move per registration id (case-insensitive)', async () => {
+        const i = newInstance();
+        const prior = sampleRecord('Mv-1', {}, { etag: 'InByaW9yIg==' });
+        await store().putRegistration(i, prior, { kind: 'absent' });
+        const assigning = { ...prior, status: 'assigning' as const, etag: 'ImFzc2lnbmluZyI=' };
+        assert.equal(await store().createHubMove(i, move('Mv-1'), { record: assigning, expect: { kind: 'etag', etag: 'stale' } }), 'precondition-failed');
+        assert.equal(await store().getHubMove(i, 'mv-1'), undefined, 'rolled back with the record');
+        assert.equal(await store().createHubMove(i, move('Mv-1'), { record: assigning, expect: { kind: 'etag', etag: prior.etag } }), 'ok');
+        assert.deepEqual(await store().getHubMove(i, 'MV-1'), move('Mv-1'));
+        assert.equal((await store().getRegistration(i, 'mv-1'))?.status, 'assigning');
+        assert.equal(await store().createHubMove(i, move('mv-1', { operationId: 'other' }), { record: assigning, expect: { kind: 'any' } }), 'exists');
+        assert.equal(await store().createHubMove(i, move('mv-1', { operationId: 'other' }), { record: { ...assigning, etag: 'Im5leHQi' }, expect: { kind: 'etag', etag: assigning.etag } }), 'exists');
+        assert.equal((await store().getRegistration(i, 'mv-1'))?.etag, assigning.etag, 'a refused move leaves the record as it was');
+        assert.equal(await store().countHubMoves(i), 1);
+      });
+
+      it('updates with compare-and-set on the version and lists by owner or ended lease', async () => {
+        const i = newInstance();
+        await store().createHubMove(i, move('a', { owner: 'node-a', leaseUntil: T2 }), { record: sampleRecord('a'), expect: { kind: 'any' } });
+        await store().createHubMove(i, move('b', { owner: 'node-b', leaseUntil: T0 }), { record: sampleRecord('b'), expect: { kind: 'any' } });
+        await store().createHubMove(i, move('c', { owner: 'node-b', leaseUntil: T2 }), { record: sampleRecord('c'), expect: { kind: 'any' } });
+        const ids = async (f: { owner?: string; leaseBefore?: string }) => (await store().listHubMoves(i, { ...f, limit: 10 })).map((m) => m.registrationId).sort();
+        assert.deepEqual(await ids({ owner: 'node-a', leaseBefore: T1 }), ['a', 'b']);
+        assert.deepEqual(await ids({ leaseBefore: T1 }), ['b']);
+        assert.deepEqual(await ids({ owner: 'node-b' }), ['b', 'c']);
+        const a = (await store().getHubMove(i, 'a'))!;
+        const next: HubMove = { ...a, version: 2, step: 'copied', twin: { tags: { t: 1 }, desired: {}, reported: { r: 1 }, desiredVersion: 1, reportedVersion: 2 } };
+        assert.equal(await store().updateHubMove(i, next, 1), 'ok');
+        assert.equal(await store().updateHubMove(i, { ...next, version: 2 }, 1), 'precondition-failed');
+        assert.deepEqual(await store().getHubMove(i, 'a'), next);
+        assert.equal(await store().updateHubMove(i, move('zz', { version: 2 }), 1), 'not-found');
+        await assert.rejects(store().updateHubMove(i, { ...next, version: 7 }, 2), /version/);
+      });
+
+      it('finishes a move: deletes it, ends the operation and writes the record atomically', async () => {
+        const i = newInstance();
+        const op = sampleOperation('op-f', 'f');
+        await store().createOperation(i, op);
+        await store().createHubMove(i, move('f', { operationId: 'op-f' }), { record: sampleRecord('f', {}, { status: 'assigning' }), expect: { kind: 'any' } });
+        const done: RegistrationOperation = { ...op, status: 'assigned', version: 2, lastUpdatedDateTimeUtc: T1 };
+        const record = sampleRecord('f', {}, { status: 'assigned', assignedHub: 'hub2.test', etag: 'ImRvbmUi' });
+        assert.equal(await store().finishHubMove(i, 'f', 1, { operation: { ...done, version: 6 }, expectedVersion: 5 }, { record, expect: { kind: 'any' } }), 'precondition-failed');
+        assert.ok(await store().getHubMove(i, 'f'), 'a stale operation keeps the move');
+        assert.equal((await store().getOperation(i, 'op-f'))?.status, 'assigning');
+        assert.equal(await store().finishHubMove(i, 'f', 3, { operation: done, expectedVersion: 1 }, { record, expect: { kind: 'any' } }), 'precondition-failed');
+        assert.equal(await store().finishHubMove(i, 'f', 1, { operation: done, expectedVersion: 1 }, { record, expect: { kind: 'any' } }), 'ok');
+        assert.equal(await store().getHubMove(i, 'f'), undefined);
+        assert.deepEqual(await store().getOperation(i, 'op-f'), done);
+        assert.deepEqual(await store().getRegistration(i, 'f'), record);
+        assert.equal(await store().finishHubMove(i, 'f', 1, undefined, { record, expect: { kind: 'any' } }), 'not-found');
       });
     });
   });

@@ -8,13 +8,16 @@ import type { HubMove, LinkedHub, ProvisioningInstance, RegistrationOperation, R
 import { registrationResult, resultAsJson, type DeviceRegistrationResult } from '../registration/results.ts';
 
 /**
- * Runs durable hub moves (model.ts HubMove; docs/adr/013-crash-safe-hub-moves.md). Each step is idempotent and is
+ * Runs durable hub moves (model.ts HubMove; docs/adr/015-reprovisioning-and-hub-moves.md). Each step is idempotent and is
  * recorded before the next starts, so a move interrupted anywhere (a crash, SIGKILL, a lost node) is resumed from its
  * last recorded step by whichever node holds its lease:
  *
  *   planned  --read the old hub's identity and twin-->  copied  --import on the new hub-->  written
- *   written  --delete from the old hub-->  removed  --finish: delete the move, end the operation, write the record
- *            (one transaction)
+ *   written  --delete from the old hub, then finish: delete the move, end the operation, write the record (one
+ *            transaction)
+ *
+ * The delete is not recorded as a step of its own (one write fewer per move): a move resumed from `written` deletes
+ * again, which is a no-op when the old hub no longer has the device.
  *
  * A hub that cannot be reached is retried with back-off. When the new hub cannot be written (refused, or still
  * unreachable after `giveUpMs`), the move is undone (`aborting`): the device is removed from the new hub again and
@@ -168,6 +171,8 @@ export class HubMover {
     let m = start;
     let stepStarted = this.d.clock.now();
     let backoff = 50;
+    // Just created (version 1): the first step boundary.
+    if (start.version === 1) await this.d.afterStep?.(start);
     for (;;) {
       const outcome = await this.step(instance, m);
       if (outcome.kind === 'end') return outcome.end;
@@ -227,7 +232,7 @@ export class HubMover {
         const r = await from.client.getDeviceState(m.deviceId);
         if (!r.ok) return { kind: 'failed', failure: r.failure };
         if (r.value === undefined) {
-          // The old hub no longer has the device: nothing to migrate; the new hub gets the initial state (ADR 013).
+          // The old hub no longer has the device: nothing to migrate; the new hub gets the initial state (ADR 015).
           const twin = m.initialTwin ?? emptyTwin();
           return { kind: 'next', move: { ...m, step: 'copied', twin, record: { ...m.record, substatus: 'deviceDataReset' }, attempts: 0 } };
         }
@@ -246,7 +251,7 @@ export class HubMover {
       case 'copied': {
         const to = this.client(instance, m.toHub);
         if (!to.ok) return { kind: 'failed', failure: to.failure };
-        const r = await to.client.importDeviceState({ deviceId: m.deviceId, credentials: m.credentials, capabilities: m.capabilities, twin: m.twin ?? emptyTwin() });
+        const r = await to.client.importDeviceState({ deviceId: m.deviceId, credentials: m.credentials, capabilities: m.capabilities, twin: m.twin ?? emptyTwin(), likelyNew: m.attempts === 0 });
         if (!r.ok) return { kind: 'failed', failure: r.failure };
         return { kind: 'next', move: { ...m, step: 'written', attempts: 0 } };
       }
@@ -260,7 +265,9 @@ export class HubMover {
         } else {
           this.d.logger.warn({ idScope: instance.idScope, registrationId: m.registrationId, hub: m.fromHub }, 'the old hub of a moved device is no longer linked: the device could not be removed from it');
         }
-        return { kind: 'next', move: { ...m, step: 'removed', attempts: 0 } };
+        // Not recorded: the finish follows at once, and a resume from `written` repeats the (idempotent) delete.
+        await this.d.afterStep?.({ ...m, step: 'removed' });
+        return { kind: 'end', end: await this.finish(instance, m) };
       }
       case 'removed':
         if (m.abort) return { kind: 'end', end: await this.finishAborted(instance, m, m.abort) };

@@ -1,6 +1,7 @@
 import { PostgresAdapter, sql, type Compilable, type Kysely, type Transaction } from 'kysely';
 import type {
   EnrollmentGroup,
+  HubMove,
   IndividualEnrollment,
   OperationStatus,
   ProvisioningInstance,
@@ -75,7 +76,20 @@ export type DpsOperationsTable = {
   doc: string;
 };
 
+export type DpsHubMovesTable = {
+  instance: string;
+  registration_key: string;
+  operation_id: string;
+  version: number;
+  owner: string;
+  /** leaseUntil (fixed-width ISO). */
+  lease_until: string;
+  /** The HubMove JSON. */
+  doc: string;
+};
+
 export type ProvisioningTables = {
+  dps_hub_moves: DpsHubMovesTable;
   dps_instances: DpsInstancesTable;
   dps_enrollments: DpsEnrollmentsTable;
   dps_enrollment_groups: DpsEnrollmentGroupsTable;
@@ -134,6 +148,22 @@ function parseRecord(r: { doc: string; etag: string }): RegistrationRecord {
 
 function parseOperation(r: { doc: string; status: OperationStatus; version: number }): RegistrationOperation {
   return { ...(JSON.parse(r.doc) as RegistrationOperation), status: r.status, version: Number(r.version) };
+}
+
+function parseMove(r: { doc: string; version: number }): HubMove {
+  return { ...(JSON.parse(r.doc) as HubMove), version: Number(r.version) };
+}
+
+function moveColumns(instance: string, m: HubMove): DpsHubMovesTable {
+  return {
+    instance,
+    registration_key: key(m.registrationId),
+    operation_id: m.operationId,
+    version: m.version,
+    owner: m.owner,
+    lease_until: m.leaseUntil,
+    doc: JSON.stringify(m),
+  };
 }
 
 function groupAttestationType(g: EnrollmentGroup): 'symmetricKey' | 'x509' {
@@ -336,6 +366,59 @@ function preparePostgresFinish(db: Db) {
   return { any: variant('any'), absent: variant('absent'), etag: variant('etag') };
 }
 
+/**
+ * PostgreSQL only: the hub-move writes as ONE statement each (data-modifying CTEs) instead of a transaction of four or
+ * five round trips. A statement is atomic: when a later part's condition fails after an earlier part wrote, the
+ * statement raises division_by_zero on purpose (the `guard` column), which undoes all of it.
+ *
+ * start — instance, registrationKey, enrollmentKind, groupKey, etag, doc, expectedEtag, operationId, version, owner,
+ *   leaseUntil, moveDoc: the record is updated (etag compare-and-set) only when no move of the device exists; the
+ *   move is inserted only when the record was (a concurrent insert fails with unique_violation).
+ * finish — instance, registrationKey, moveVersion, operationId, status, opVersion, updatedAt, opDoc, expectedOpVersion,
+ *   enrollmentKind, groupKey, etag, doc: the move is deleted at its version, the operation updated at its version, and
+ *   the record upserted; all or nothing.
+ * finishNoOp — the same without the operation (9 arguments: instance, registrationKey, moveVersion, enrollmentKind,
+ *   groupKey, etag, doc).
+ */
+function preparePostgresMoves(db: Db) {
+  const prepared = <R>(raw: ReturnType<typeof sql<R>>) => new PreparedQuery<R>({ compile: () => raw.compile(db) });
+  const start = prepared(sql<{ rec: number; mv: number; existing: number }>`with rec as (
+      update dps_registrations set enrollment_kind = ${slot(2)}, group_key = ${slot(3)}, etag = ${slot(4)}, doc = ${slot(5)}
+      where instance = ${slot(0)} and registration_key = ${slot(1)} and etag = ${slot(6)}
+        and not exists (select 1 from dps_hub_moves where instance = ${slot(0)} and registration_key = ${slot(1)})
+      returning 1
+    ), mv as (
+      insert into dps_hub_moves (instance, registration_key, operation_id, version, owner, lease_until, doc)
+      select ${slot(0)}, ${slot(1)}, ${slot(7)}, ${slot<number>(8)}, ${slot(9)}, ${slot(10)}, ${slot(11)} where exists (select 1 from rec)
+      returning 1
+    )
+    select (select count(*) from rec) as rec, (select count(*) from mv) as mv,
+      (select count(*) from dps_hub_moves where instance = ${slot(0)} and registration_key = ${slot(1)}) as existing`);
+  const upsertRecord = (i: { kind: number; group: number; etag: number; doc: number }, cond: string) =>
+    sql`insert into dps_registrations (instance, registration_key, enrollment_kind, group_key, etag, doc)
+      select ${slot(0)}, ${slot(1)}, ${slot(i.kind)}, ${slot(i.group)}, ${slot(i.etag)}, ${slot(i.doc)} where exists (select 1 from ${sql.raw(cond)})
+      on conflict (instance, registration_key) do update set enrollment_kind = excluded.enrollment_kind, group_key = excluded.group_key,
+        etag = excluded.etag, doc = excluded.doc
+      returning 1`;
+  const finish = prepared(sql<{ mv: number; op: number; rec: number; guard: number }>`with mv as (
+      delete from dps_hub_moves where instance = ${slot(0)} and registration_key = ${slot(1)} and version = ${slot<number>(2)} returning 1
+    ), op as (
+      update dps_operations set status = ${slot(4)}, version = ${slot<number>(5)}, updated_at = ${slot(6)}, doc = ${slot(7)}
+      where instance = ${slot(0)} and operation_id = ${slot(3)} and version = ${slot<number>(8)} and exists (select 1 from mv)
+      returning 1
+    ), rec as (${upsertRecord({ kind: 9, group: 10, etag: 11, doc: 12 }, 'op')})
+    select (select count(*) from mv) as mv, (select count(*) from op) as op, (select count(*) from rec) as rec,
+      case when (select count(*) from mv) > 0 then 1 / (select count(*) from op) else 0 end as guard`);
+  const finishNoOp = prepared(sql<{ mv: number; rec: number }>`with mv as (
+      delete from dps_hub_moves where instance = ${slot(0)} and registration_key = ${slot(1)} and version = ${slot<number>(2)} returning 1
+    ), rec as (${upsertRecord({ kind: 3, group: 4, etag: 5, doc: 6 }, 'mv')})
+    select (select count(*) from mv) as mv, (select count(*) from rec) as rec`);
+  return { start, finish, finishNoOp };
+}
+
+/** PostgreSQL division_by_zero: the guard of a hub-move statement whose later part did not hold. */
+const PG_DIVISION_BY_ZERO = '22012';
+
 /** PostgreSQL unique_violation. */
 const PG_UNIQUE_VIOLATION = '23505';
 
@@ -355,12 +438,16 @@ export class KyselyProvisioningStore implements ProvisioningStore {
   private readonly q: ReturnType<typeof prepareQueries>;
   /** PostgreSQL: the single-statement finishes (see preparePostgresFinish); undefined on SQLite. */
   private readonly pgFinish: ReturnType<typeof preparePostgresFinish> | undefined;
+  /** PostgreSQL: the single-statement hub-move writes (see preparePostgresMoves); undefined on SQLite. */
+  private readonly pgMoves: ReturnType<typeof preparePostgresMoves> | undefined;
 
   /** `db` is the shared store database; the provisioning tables are attached to its type here. */
   constructor(db: Kysely<Database>) {
     this.db = db.withTables<ProvisioningTables>();
     this.q = prepareQueries(this.db);
-    this.pgFinish = this.db.getExecutor().adapter instanceof PostgresAdapter ? preparePostgresFinish(this.db) : undefined;
+    const pgsql = this.db.getExecutor().adapter instanceof PostgresAdapter;
+    this.pgFinish = pgsql ? preparePostgresFinish(this.db) : undefined;
+    this.pgMoves = pgsql ? preparePostgresMoves(this.db) : undefined;
   }
 
   // ---- instances -------------------------------------------------------------------------------------------
@@ -704,6 +791,143 @@ export class KyselyProvisioningStore implements ProvisioningStore {
       .where('updated_at', '<', updatedBefore)
       .executeTakeFirst();
     return Number(r.numDeletedRows);
+  }
+
+  // ---- hub moves -------------------------------------------------------------------------------------------
+
+  async createHubMove(instance: string, move: HubMove, registration: RecordWrite): Promise<CreateResult | 'precondition-failed'> {
+    if (key(registration.record.registrationId) !== key(move.registrationId)) throw new Error('store: a hub move written with the record of another registration id');
+    if (this.pgMoves && registration.expect.kind === 'etag') {
+      const row = recordColumns(instance, registration.record);
+      const mv = moveColumns(instance, move);
+      try {
+        const { rows } = await this.db.executeQuery(
+          this.pgMoves.start.bind([instance, row.registration_key, row.enrollment_kind, row.group_key, row.etag, row.doc, registration.expect.etag, mv.operation_id, mv.version, mv.owner, mv.lease_until, mv.doc]),
+        );
+        const r = rows[0];
+        if (r && Number(r.mv) === 1) return 'ok';
+        return r && Number(r.existing) > 0 ? 'exists' : 'precondition-failed';
+      } catch (e) {
+        if ((e as { code?: unknown }).code === PG_UNIQUE_VIOLATION) return 'exists';
+        throw e;
+      }
+    }
+    return this.inTransaction<CreateResult | 'precondition-failed'>(async (trx) => {
+      const ins = await trx
+        .insertInto('dps_hub_moves')
+        .values(moveColumns(instance, move))
+        .onConflict((oc) => oc.doNothing())
+        .executeTakeFirst();
+      if (Number(ins.numInsertedOrUpdatedRows ?? 0n) !== 1) throw new Rollback('exists');
+      if ((await this.writeRecord(trx, instance, registration.record, registration.expect)) !== 'ok') throw new Rollback('precondition-failed');
+      return 'ok';
+    });
+  }
+
+  async getHubMove(instance: string, registrationId: string): Promise<HubMove | undefined> {
+    const r = await this.db
+      .selectFrom('dps_hub_moves')
+      .select(['doc', 'version'])
+      .where('instance', '=', instance)
+      .where('registration_key', '=', key(registrationId))
+      .executeTakeFirst();
+    return r ? parseMove(r) : undefined;
+  }
+
+  async updateHubMove(instance: string, move: HubMove, expectedVersion: number): Promise<WriteResult> {
+    if (move.version !== expectedVersion + 1) throw new Error(`store: a hub move update must write version ${expectedVersion + 1}, got ${move.version}`);
+    const c = moveColumns(instance, move);
+    const r = await this.db
+      .updateTable('dps_hub_moves')
+      .set({ version: c.version, owner: c.owner, lease_until: c.lease_until, doc: c.doc, operation_id: c.operation_id })
+      .where('instance', '=', instance)
+      .where('registration_key', '=', c.registration_key)
+      .where('version', '=', expectedVersion)
+      .executeTakeFirst();
+    if (Number(r.numUpdatedRows) === 1) return 'ok';
+    return (await this.getHubMove(instance, move.registrationId)) ? 'precondition-failed' : 'not-found';
+  }
+
+  async finishHubMove(
+    instance: string,
+    registrationId: string,
+    expectedVersion: number,
+    operation: { operation: RegistrationOperation; expectedVersion: number } | undefined,
+    registration: RecordWrite,
+  ): Promise<WriteResult> {
+    if (this.pgMoves && registration.expect.kind === 'any') {
+      if (key(registration.record.registrationId) !== key(registrationId)) throw new Error('store: a hub move finished with the record of another registration id');
+      const row = recordColumns(instance, registration.record);
+      try {
+        let moved: boolean;
+        if (operation !== undefined) {
+          const op = operation.operation;
+          if (op.version !== operation.expectedVersion + 1) throw new Error('store: an operation update must write the next version');
+          const { rows } = await this.db.executeQuery(
+            this.pgMoves.finish.bind([instance, key(registrationId), expectedVersion, op.operationId, op.status, op.version, op.lastUpdatedDateTimeUtc, JSON.stringify(op), operation.expectedVersion, row.enrollment_kind, row.group_key, row.etag, row.doc]),
+          );
+          moved = Number(rows[0]?.mv ?? 0) === 1;
+        } else {
+          const { rows } = await this.db.executeQuery(this.pgMoves.finishNoOp.bind([instance, key(registrationId), expectedVersion, row.enrollment_kind, row.group_key, row.etag, row.doc]));
+          moved = Number(rows[0]?.mv ?? 0) === 1;
+        }
+        if (moved) return 'ok';
+      } catch (e) {
+        // The guard: the move was there but the operation was not at its version; nothing was written.
+        if ((e as { code?: unknown }).code === PG_DIVISION_BY_ZERO) return 'precondition-failed';
+        throw e;
+      }
+      return (await this.getHubMove(instance, registrationId)) ? 'precondition-failed' : 'not-found';
+    }
+    return this.inTransaction(async (trx) => {
+      const del = await trx
+        .deleteFrom('dps_hub_moves')
+        .where('instance', '=', instance)
+        .where('registration_key', '=', key(registrationId))
+        .where('version', '=', expectedVersion)
+        .executeTakeFirst();
+      if (Number(del.numDeletedRows) !== 1) {
+        const exists = await trx.selectFrom('dps_hub_moves').select('version').where('instance', '=', instance).where('registration_key', '=', key(registrationId)).executeTakeFirst();
+        throw new Rollback(exists ? 'precondition-failed' : 'not-found');
+      }
+      if (operation !== undefined) {
+        const op = operation.operation;
+        if (op.version !== operation.expectedVersion + 1) throw new Error('store: an operation update must write the next version');
+        const args = [instance, op.operationId, op.status, op.version, op.lastUpdatedDateTimeUtc, JSON.stringify(op), operation.expectedVersion];
+        const u = await trx.executeQuery(this.q.updateOperation.bind(args));
+        if (Number(u.numAffectedRows ?? 0n) !== 1) throw new Rollback('precondition-failed');
+      }
+      if ((await this.writeRecord(trx, instance, registration.record, registration.expect)) !== 'ok') throw new Rollback('precondition-failed');
+      return 'ok';
+    });
+  }
+
+  async listHubMoves(instance: string, filter: { owner?: string; leaseBefore?: string; limit: number }): Promise<HubMove[]> {
+    const { owner, leaseBefore } = filter;
+    if (owner === undefined && leaseBefore === undefined) throw new Error('store: listHubMoves needs an owner or a lease bound');
+    const rows = await this.db
+      .selectFrom('dps_hub_moves')
+      .select(['doc', 'version'])
+      .where('instance', '=', instance)
+      .where((eb) => {
+        const ors = [];
+        if (owner !== undefined) ors.push(eb('owner', '=', owner));
+        if (leaseBefore !== undefined) ors.push(eb('lease_until', '<', leaseBefore));
+        return eb.or(ors);
+      })
+      .orderBy('lease_until')
+      .limit(pageLimit({ limit: filter.limit }))
+      .execute();
+    return rows.map(parseMove);
+  }
+
+  async countHubMoves(instance: string): Promise<number> {
+    const r = await this.db
+      .selectFrom('dps_hub_moves')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('instance', '=', instance)
+      .executeTakeFirstOrThrow();
+    return Number(r.n);
   }
 
   // ---- helpers ---------------------------------------------------------------------------------------------

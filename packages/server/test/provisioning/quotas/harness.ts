@@ -182,6 +182,8 @@ export function heldHubClients(gate: Promise<void>): (inner: HubClientFactory) =
         },
         patchTwin: (id, twin, etag) => c.patchTwin(id, twin, etag),
         getDeviceState: (id) => c.getDeviceState(id),
+        importDeviceState: (req) => c.importDeviceState(req),
+        setDeviceStatus: (id, st) => c.setDeviceStatus(id, st),
         deleteDevice: (id, etag) => c.deleteDevice(id, etag),
         close: () => c.close(),
       };

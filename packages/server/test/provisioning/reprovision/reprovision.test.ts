@@ -350,7 +350,8 @@ for (const stopAfter of ['copied', 'written', 'removed'] as const) {
         const r = await put(f, 'k-1', f.derivedKey(g, 'k-1'));
         assert.equal(r.statusCode, 202, r.body);
         const move = await f.store.provisioning.getHubMove(f.instanceName, 'k-1');
-        assert.equal(move?.step, stopAfter);
+        // `removed` is never stored: the move resumes from `written` and deletes again (a no-op).
+        assert.equal(move?.step, stopAfter === 'removed' ? 'written' : stopAfter);
         assert.equal((await f.store.provisioning.getRegistration(f.instanceName, 'k-1'))?.status, 'assigning');
 
         // Another node may take it over only after the lease.

@@ -16,8 +16,9 @@ import type {
   LinkedHub,
   ProvisioningInstance,
 } from '../../../src/provisioning/model.ts';
-import { RegistrationService, type RegistrationLimits } from '../../../src/provisioning/registration.ts';
+import { RegistrationService, type RegistrationLimits, type RegistrationServiceDeps } from '../../../src/provisioning/registration.ts';
 import { openStore, type OpenedStore } from '../../../src/store/open.ts';
+import type { StoreConfig } from '../../../src/store/ports.ts';
 import { createHttpsApp, type HttpsAppOptions } from '../../../src/transport/http/app.ts';
 import { registerDpsDeviceApi } from '../../../src/transport/http/dps-device-api.ts';
 import { realIds, ManualClock } from '../../helpers/ids.ts';
@@ -55,6 +56,9 @@ export interface EnrollmentOptions {
   iotEdge?: boolean;
   attestation?: IndividualEnrollment['attestation'];
   updateHubAssignment?: boolean;
+  /** Default true (migrate); false: reset to the initial config. */
+  migrateDeviceData?: boolean;
+  customAllocationDefinition?: IndividualEnrollment['customAllocationDefinition'];
 }
 
 /** A response budget no loaded machine exhausts: a test asserting 200 (final within the budget) uses it. */
@@ -87,11 +91,17 @@ export interface FixtureOptions {
   readCacheMs?: number;
   /** Called on the app before it is ready (hooks, more routes). */
   configureApp?: (app: FastifyInstance) => void;
+  /** Allocators replacing the built-in ones (e.g. custom → a webhook client). */
+  allocators?: RegistrationServiceDeps['allocators'];
+  /** Hub move options (lease, give-up time, a hook after each step). */
+  moves?: RegistrationServiceDeps['moves'];
+  /** The store (default: SQLite in memory). A PostgreSQL config must name a fresh schema. */
+  store?: StoreConfig;
 }
 
 export async function createRuntimeFixture(o: FixtureOptions = {}): Promise<RuntimeFixture> {
   const clock = o.clock ?? new ManualClock(Date.now());
-  const store = await openStore({ dialect: 'sqlite', sqlitePath: ':memory:' });
+  const store = await openStore(o.store ?? { dialect: 'sqlite', sqlitePath: ':memory:' });
   const hubNames = o.hubNames ?? ['hub-a.test', 'hub-b.test'];
   const policies = new Map<string, SharedAccessPolicy<HubRight>>();
   const hubs = new Map<string, HubService>();
@@ -134,6 +144,8 @@ export async function createRuntimeFixture(o: FixtureOptions = {}): Promise<Runt
     readCacheMs: o.readCacheMs ?? 0,
     ...(o.limits ? { limits: o.limits } : {}),
     ...(o.staleOperationMs === undefined ? {} : { staleOperationMs: o.staleOperationMs }),
+    ...(o.allocators ? { allocators: o.allocators } : {}),
+    ...(o.moves ? { moves: o.moves } : {}),
   });
   const app = createHttpsApp({ logger: silentLogger(), errorFlavor: 'dps', api: 'dps-device', ...(o.tls ? { tls: o.tls } : {}) });
   registerDpsDeviceApi(app, { registration: service, responseBudgetMs: o.responseBudgetMs ?? TEST_RESPONSE_BUDGET_MS });
@@ -146,9 +158,10 @@ export async function createRuntimeFixture(o: FixtureOptions = {}): Promise<Runt
     capabilities: { iotEdge: e.iotEdge ?? false },
     ...(e.initialTwin ? { initialTwin: e.initialTwin } : {}),
     provisioningStatus: e.status ?? 'enabled',
-    reprovisionPolicy: { updateHubAssignment: e.updateHubAssignment ?? true, migrateDeviceData: true },
+    reprovisionPolicy: { updateHubAssignment: e.updateHubAssignment ?? true, migrateDeviceData: e.migrateDeviceData ?? true },
     ...(e.allocationPolicy ? { allocationPolicy: e.allocationPolicy } : {}),
     ...(e.iotHubs ? { iotHubs: e.iotHubs } : {}),
+    ...(e.customAllocationDefinition ? { customAllocationDefinition: e.customAllocationDefinition } : {}),
     etag: realIds.uuid(),
     createdDateTimeUtc: now(),
     lastUpdatedDateTimeUtc: now(),
@@ -202,7 +215,7 @@ export async function createRuntimeFixture(o: FixtureOptions = {}): Promise<Runt
     },
     async close() {
       await app.close();
-      await service.drain();
+      await service.stop();
       for (const h of hubs.values()) h.close();
       await store.close();
     },

@@ -72,6 +72,8 @@ function gated(inner: HubClientFactory): { factory: HubClientFactory; open: () =
           },
           patchTwin: (id, t, e) => c.patchTwin(id, t, e),
           getDeviceState: (id) => c.getDeviceState(id),
+          importDeviceState: (req) => c.importDeviceState(req),
+          setDeviceStatus: (id, st) => c.setDeviceStatus(id, st),
           deleteDevice: (id, e) => c.deleteDevice(id, e),
           close: () => c.close(),
         };

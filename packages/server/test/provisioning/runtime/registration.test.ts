@@ -91,6 +91,8 @@ function gated(inner: HubClientFactory): { factory: HubClientFactory; open: () =
           },
           patchTwin: (id, t, e) => c.patchTwin(id, t, e),
           getDeviceState: (id) => c.getDeviceState(id),
+          importDeviceState: (req) => c.importDeviceState(req),
+          setDeviceStatus: (id, st) => c.setDeviceStatus(id, st),
           deleteDevice: (id, e) => c.deleteDevice(id, e),
           close: () => c.close(),
         };
@@ -331,15 +333,17 @@ test('an unreachable hub: failed 503001', async () => {
   rest.close();
 });
 
-test('no eligible hub: failed 400208 and no hub touched; geoLatency answers failed too', async () => {
+test('no eligible hub: failed 400208 and no hub touched, under hashed and geoLatency', async () => {
   await withFixture({}, async (f) => {
     const g = await f.addGroup('G1', { iotHubs: ['not-linked.test'] });
     const b = json(await put(f, 'sn-n', f.derivedKey(g, 'sn-n')));
     assert.equal(b.status, 'failed');
     assert.equal(b.registrationState!.errorCode, 400208);
     assert.match(b.registrationState!.errorMessage!, /not-linked\.test/);
-    const geo = await f.addGroup('G-geo', { allocationPolicy: 'geoLatency' });
-    assert.match(json(await put(f, 'sn-g', f.derivedKey(geo, 'sn-g'))).registrationState!.errorMessage!, /geoLatency/);
+    const geo = await f.addGroup('G-geo', { allocationPolicy: 'geoLatency', iotHubs: ['not-linked.test'] });
+    const gb = json(await put(f, 'sn-g', f.derivedKey(geo, 'sn-g')));
+    assert.equal(gb.registrationState!.errorCode, 400208);
+    assert.match(gb.registrationState!.errorMessage!, /not-linked\.test/);
     assert.equal((await f.counts()).hub_devices, 0);
   });
 });
