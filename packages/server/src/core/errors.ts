@@ -38,6 +38,8 @@ export const ERROR_CATALOGUE = {
   // 405, 409, 412, 413, 415
   MethodNotAllowed: { status: 405, code: 405000, summary: 'The method is not allowed on this path.' },
   DeviceAlreadyExists: { status: 409, code: 409001, summary: 'The entity already exists (device, enrollment, certificate in use).' },
+  RegistrationInProgress: { status: 409, code: 409202, summary: 'The registration is being assigned or reprovisioned; retry.' },
+  JobStateConflict: { status: 409, code: 409010, summary: 'The job is in a state that does not allow the action (resume a completed job...).' },
   PreconditionFailed: { status: 412, code: 412002, summary: 'The If-Match etag does not match the current entity.' },
   MessageTooLarge: { status: 413, code: 413001, summary: 'The message or body is larger than the limit.' },
   UnsupportedMediaType: { status: 415, code: 415001, summary: 'The Content-Type is not supported.' },
@@ -45,6 +47,7 @@ export const ERROR_CATALOGUE = {
   ThrottlingException: { status: 429, code: 429001, summary: 'Too many requests; retry after the Retry-After seconds.' },
   // 5xx
   ServerError: { status: 500, code: 500001, summary: 'An unexpected server error. Details are in the server log under the tracking id.' },
+  LinkedHubFailed: { status: 502, code: 502001, summary: 'A linked IoT hub refused or failed the request (stale linked-hub credential, rejected input).' },
   ServiceUnavailable: { status: 503, code: 503001, summary: 'A dependency (hub, store) is unavailable.' },
   GatewayTimeout: { status: 504, code: 504101, summary: 'The device did not answer the direct method within its timeout.' },
 } as const satisfies Record<string, ErrorDef>;

@@ -5,6 +5,8 @@ import { provisioningMigration } from './0002_provisioning.ts';
 import { caCertificatesMigration } from './0003_ca_certificates.ts';
 import { quotasMigration } from './0004_quotas.ts';
 import { certificateClaimsMigration } from './0005_certificate_claims.ts';
+import { hubMovesMigration } from './0006_hub_moves.ts';
+import { fleetJobsMigration } from './0007_fleet_jobs.ts';
 
 /**
  * One numbered step of the schema. Every module appends its own file (`0002_provisioning.ts`, ...) to
@@ -19,7 +21,7 @@ export interface StoreMigration {
 }
 
 /** Every migration, in order. Append only: never rename, reorder or edit a released migration. */
-export const migrations: readonly StoreMigration[] = [hubMigration, provisioningMigration, caCertificatesMigration, quotasMigration, certificateClaimsMigration];
+export const migrations: readonly StoreMigration[] = [hubMigration, provisioningMigration, caCertificatesMigration, quotasMigration, certificateClaimsMigration, hubMovesMigration, fleetJobsMigration];
 
 /** Names of the tables that record the migration history (kept apart from any other Kysely user's). */
 export const MIGRATION_TABLE = 'homing_migration';
