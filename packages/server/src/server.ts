@@ -16,10 +16,12 @@ import { buildSas } from './core/sas.ts';
 import { InstanceService, StoreInstanceResolver } from './provisioning/instances.ts';
 import { EnrollmentService, RegistrationRecordService } from './provisioning/enrollments.ts';
 import { RegistrationService } from './provisioning/registration.ts';
+import { createAllocators } from './provisioning/allocation/index.ts';
 import { InProcessHubClientFactory } from './provisioning/hub-client-inprocess.ts';
 import { RestHubClientFactory } from './provisioning/hub-client-rest.ts';
 import { routingHubClientFactory, type HubClientFactory } from './provisioning/hub-client.ts';
-import type { ProvisioningInstance } from './provisioning/model.ts';
+import type { HubMove, ProvisioningInstance } from './provisioning/model.ts';
+import { loadOrCreateNodeId } from './config/state.ts';
 import { registerDpsServiceApi } from './transport/http/dps-service-api.ts';
 import { registerDpsDeviceApi } from './transport/http/dps-device-api.ts';
 import { createDpsRealm } from './transport/mqtt/dps/realm.ts';
@@ -31,12 +33,23 @@ import { QuotaService } from './provisioning/quotas/quota-service.ts';
 import { GuardedDeviceRuntime, OverloadGuard } from './provisioning/quotas/overload.ts';
 import { openQuotaBuckets } from './store/quota-open.ts';
 import { registerQuotaApi } from './transport/http/quota-api.ts';
+import { DeprovisionService } from './provisioning/deprovision.ts';
+import { registerDeprovisionApi } from './transport/http/dps-deprovision-api.ts';
+import { FleetService } from './provisioning/fleet/fleet-service.ts';
+import { InProcessFleetHubs } from './provisioning/fleet/hubs.ts';
+import { KyselyFleetJobStore } from './store/kysely/fleet-job-store.ts';
+import { registerFleetApi } from './transport/http/fleet-api.ts';
+import { registerPortal } from './transport/http/portal.ts';
+import { registerPortalAdminApi } from './transport/http/portal-admin-api.ts';
+import { PortalQueries } from './store/kysely/portal-queries.ts';
 
 /** What `homing start` writes to DIR/connection.json so scripts can drive it. */
 export interface ConnectionInfo {
   caCertPath: string;
   hubs: { hostName: string; mqttPort: number; httpsPort: number; connectionString: string }[];
   dps: { idScope: string; deviceHost: string; serviceConnectionString: string };
+  /** The web portal (docs/portal.md), served on the DPS service API listener. */
+  portalUrl: string;
 }
 
 export interface RunningDps {
@@ -50,6 +63,8 @@ export interface RunningDps {
   registration: RegistrationService;
   certificates: CaCertificateService;
   hubClients: HubClientFactory;
+  /** Phased fleet reprovisioning jobs (docs/api/fleet.md). */
+  fleet: FleetService;
   /** Periodic clean-up (finished operations). */
   maintenance: NodeJS.Timeout;
 }
@@ -83,6 +98,8 @@ export interface StartDeps {
   logger: Logger;
   clock?: Clock;
   ids?: IdSource;
+  /** Hub moves: lease and give-up times, and a hook after each recorded step (crash tests kill the process there). */
+  moves?: { leaseMs?: number; giveUpMs?: number; afterStep?: (move: HubMove) => void | Promise<void> };
 }
 
 const realIds: IdSource = { uuid: () => randomUUID(), bytes: (n) => randomBytes(n) };
@@ -117,9 +134,10 @@ export async function startHoming(config: Readonly<HomingConfig>, deps: StartDep
     clearInterval(flushTimer);
     if (dps) {
       clearInterval(dps.maintenance);
+      await dps.fleet.close().catch(() => undefined);
       await Promise.allSettled([dps.http.close(), dps.mqtt.close()]);
-      // Let assignments already running finish their hub writes and records before the store closes.
-      await dps.registration.drain().catch(() => undefined);
+      // Let assignments and hub moves already running finish their hub writes and records before the store closes.
+      await dps.registration.stop().catch(() => undefined);
       dps.hubClients.close();
     }
     for (const h of hubs) {
@@ -164,7 +182,7 @@ export async function startHoming(config: Readonly<HomingConfig>, deps: StartDep
       }
       hubs.push({ config: hc, service, http, mqtt, httpsPort, mqttPort: mqtt.address().port });
     }
-    dps = await startProvisioning(config, { store, tls, log, metrics, clock, ids, hubs, caPem: pki.caCertPem, fallbacks });
+    dps = await startProvisioning(config, { store, tls, log, metrics, clock, ids, hubs, caPem: pki.caCertPem, fallbacks, ...(deps.moves ? { moves: deps.moves } : {}) });
   } catch (e) {
     await stop().catch(() => undefined);
     throw e;
@@ -173,6 +191,7 @@ export async function startHoming(config: Readonly<HomingConfig>, deps: StartDep
 
   const connectionInfo: ConnectionInfo = {
     caCertPath: pki.caCertPath,
+    portalUrl: `https://${config.dps.hostName.includes(':') ? `[${config.dps.hostName}]` : config.dps.hostName}${running.httpsPort === 443 ? '' : `:${running.httpsPort}`}/portal/`,
     hubs: hubs.map((h) => {
       const owner = h.config.policies.find((p) => p.keyName === 'iothubowner') ?? h.config.policies[0];
       return {
@@ -212,6 +231,7 @@ interface ProvisioningDeps {
   hubs: readonly RunningHub[];
   caPem: string;
   fallbacks: string[];
+  moves?: StartDeps['moves'];
 }
 
 /**
@@ -221,7 +241,16 @@ interface ProvisioningDeps {
 async function startProvisioning(config: Readonly<HomingConfig>, d: ProvisioningDeps): Promise<RunningDps> {
   const pstore = d.store.provisioning;
   const resolver = new StoreInstanceResolver({ store: pstore, clock: d.clock });
-  const admin = new InstanceService({ store: pstore, ids: d.ids, onChange: () => resolver.invalidate() });
+  // Instance and group writes on this node reach its registrations at once (other nodes within their read cache's TTL).
+  let onEnrollmentChange: () => void = () => undefined;
+  const admin = new InstanceService({
+    store: pstore,
+    ids: d.ids,
+    onChange: () => {
+      resolver.invalidate();
+      onEnrollmentChange();
+    },
+  });
   const linked = d.hubs.map((h) => {
     const owner = h.config.policies.find((p) => p.rights.includes('RegistryWrite') && p.rights.includes('ServiceConnect'));
     if (!owner) throw new Error(`hub ${h.config.hostName} has no policy with RegistryWrite and ServiceConnect`);
@@ -238,13 +267,15 @@ async function startProvisioning(config: Readonly<HomingConfig>, d: Provisioning
   const inProcess = new InProcessHubClientFactory(d.hubs.map((h) => h.service), d.clock);
   const hubClients = routingHubClientFactory([
     { claims: (h) => inProcess.has(h), factory: inProcess },
-    { claims: () => true, factory: new RestHubClientFactory({ clock: d.clock, ca: d.caPem }) },
+    { claims: () => true, factory: new RestHubClientFactory({ clock: d.clock, ca: d.caPem, logger: d.log }) },
   ]);
   const certificateClaims = new CertificateClaims({ claims: KyselyCertificateClaimStore.on(d.store.db), store: pstore, caCertificates: d.store.caCertificates, clock: d.clock });
-  const enrollments = new EnrollmentService({ store: pstore, clock: d.clock, ids: d.ids, certificateClaims });
+  const enrollments = new EnrollmentService({ store: pstore, clock: d.clock, ids: d.ids, certificateClaims, onGroupChange: () => onEnrollmentChange() });
   const records = new RegistrationRecordService({ store: pstore });
   const quotas = new QuotaService({ clock: d.clock, buckets: openQuotaBuckets(d.store) });
-  const registration = new RegistrationService({ store: pstore, hubs: hubClients, clock: d.clock, ids: d.ids, logger: d.log, quotas, caCertificates: d.store.caCertificates });
+  const nodeId = await loadOrCreateNodeId(config.dataDir, () => d.ids.uuid());
+  const registration = new RegistrationService({ store: pstore, hubs: hubClients, clock: d.clock, ids: d.ids, logger: d.log, quotas, caCertificates: d.store.caCertificates, moves: { nodeId, ...d.moves }, allocators: createAllocators(config.dps, { logger: d.log, clock: d.clock }) });
+  onEnrollmentChange = () => registration.invalidateEnrollments();
   // Overload protection (always on): the transports get the registration service behind it.
   const deviceRuntime = new GuardedDeviceRuntime(registration, new OverloadGuard({ clock: d.clock, ...config.dps.overload }));
   // Client certificates are requested (never required, never checked by TLS): X.509 devices attest with them.
@@ -254,6 +285,19 @@ async function startProvisioning(config: Readonly<HomingConfig>, d: Provisioning
   registerDpsDeviceApi(http, { registration: deviceRuntime, responseBudgetMs: config.dps.responseBudgetMs });
   const certificates = new CaCertificateService({ store: d.store.caCertificates, clock: d.clock, ids: d.ids, onChange: (i) => registration.invalidateTrust(i) });
   registerCaApi(http, { instances: resolver, certificates, clock: d.clock });
+  registerDeprovisionApi(http, { instances: resolver, deprovision: new DeprovisionService({ store: pstore, hubs: hubClients, logger: d.log }), clock: d.clock });
+  const fleet = new FleetService({
+    store: KyselyFleetJobStore.on(d.store.db),
+    provisioning: pstore,
+    hubs: new InProcessFleetHubs(d.hubs.map((h) => h.service)),
+    quotas,
+    clock: d.clock,
+    ids: d.ids,
+    logger: d.log,
+  });
+  registerFleetApi(http, { instances: resolver, fleet, clock: d.clock });
+  registerPortalAdminApi(http, { instances: resolver, queries: new PortalQueries(d.store.db, d.store.dialect), quotas, clock: d.clock, logger: d.log });
+  registerPortal(http, { logger: d.log });
   let httpsPort = config.dps.httpsPort;
   try {
     await http.listen({ host: config.dps.bindAddress, port: httpsPort });
@@ -289,5 +333,9 @@ async function startProvisioning(config: Readonly<HomingConfig>, d: Provisioning
     registration.purgeFinishedOperations(OPERATION_RETENTION_MS).catch((err: unknown) => d.log.warn({ err }, 'purging finished operations failed'));
   }, 5 * 60 * 1000);
   maintenance.unref();
-  return { instance, http, httpsPort, mqtt, mqttPort: mqtt.address().port, admin, enrollments, registration, certificates, hubClients, maintenance };
+  // Hub moves interrupted by a crash or a dead node are resumed now and whenever a lease ends.
+  registration.startMoveRecovery();
+  // Fleet jobs a previous process was running (or watching) continue.
+  await fleet.resumeStored().catch((err: unknown) => d.log.error({ err }, 'resuming fleet jobs failed'));
+  return { instance, http, httpsPort, mqtt, mqttPort: mqtt.address().port, admin, enrollments, registration, certificates, hubClients, fleet, maintenance };
 }
