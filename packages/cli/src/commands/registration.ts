@@ -1,0 +1,87 @@
+import { Command, Option } from 'commander';
+import { resolveDpsTarget, withConnectionOptions, type ConnectionFlags } from '../lib/connection.ts';
+import { argumentError } from '../lib/errors.ts';
+import { queryAll, seg, ServiceClient } from '../lib/http.ts';
+import { printDone, printList, printObject, type OutputFlags } from '../lib/output.ts';
+import { parseTop } from './enrollment.ts';
+
+type Json = Record<string, unknown>;
+
+interface RegistrationFlags extends ConnectionFlags, OutputFlags {
+  registrationId?: string;
+  groupId?: string;
+  etag?: string;
+  hubAction?: 'delete' | 'disable';
+  top?: number;
+}
+
+async function withDps<T>(f: ConnectionFlags, fn: (c: ServiceClient) => Promise<T>): Promise<T> {
+  const client = new ServiceClient(resolveDpsTarget(f), 'dps');
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}
+
+function common(cmd: Command): Command {
+  return withConnectionOptions(cmd, 'dps').option('--json', 'JSON output');
+}
+
+function rid(f: RegistrationFlags): string {
+  if (!f.registrationId) throw argumentError('give --registration-id');
+  return f.registrationId;
+}
+
+/** `homing registration`: device registration records of the provisioning service. */
+export function registrationCommand(): Command {
+  const cmd = new Command('registration').description('device registration records (az iot dps enrollment registration / enrollment-group registration)');
+
+  cmd.addCommand(
+    common(new Command('show').description('show the registration record of a device'))
+      .requiredOption('--registration-id <id>', 'registration id')
+      .action(async (f: RegistrationFlags) => {
+        const res = await withDps(f, (c) => c.call<Json>('GET', `/registrations/${seg(rid(f))}`));
+        printObject(f, res.body);
+      }),
+  );
+
+  cmd.addCommand(
+    common(new Command('list').description('list the registration records made through an enrollment group'))
+      .requiredOption('--group-id <id>', 'enrollment group id (individual enrollments: use `registration show`)')
+      .addOption(new Option('--top <n>', 'at most this many').argParser(parseTop))
+      .action(async (f: RegistrationFlags) => {
+        const group = f.groupId ?? '';
+        const items = await withDps(f, (c) => queryAll<Json>(c, `/registrations/${seg(group)}/query`, '*', f.top));
+        printList(f, items, ['REGISTRATION ID', 'DEVICE ID', 'STATUS', 'ASSIGNED HUB', 'UPDATED'], (r: Json) => [r.registrationId, r.deviceId ?? '', r.status, r.assignedHub ?? '', r.lastUpdatedDateTimeUtc], 'no registrations');
+      }),
+  );
+
+  cmd.addCommand(
+    common(new Command('delete').description('delete a registration record (the device stays on its hub; it re-registers as new)'))
+      .requiredOption('--registration-id <id>', 'registration id')
+      .option('--etag <etag>', 'delete only if the record still has this etag')
+      .action(async (f: RegistrationFlags) => {
+        const id = rid(f);
+        await withDps(f, (c) => c.call('DELETE', `/registrations/${seg(id)}`, { headers: { 'if-match': f.etag } }));
+        printDone(f, `deleted registration ${id}`, { deleted: id });
+      }),
+  );
+
+  cmd.addCommand(
+    common(new Command('deprovision').description('deprovision a device completely: its registration record, and the device on its hub deleted or disabled'))
+      .requiredOption('--registration-id <id>', 'registration id')
+      .addOption(new Option('--hub-action <action>', 'what happens to the device on its hub').choices(['delete', 'disable']).default('delete'))
+      .action(async (f: RegistrationFlags) => {
+        const id = rid(f);
+        const res = await withDps(f, (c) => c.call<Json>('POST', `/homing/registrations/${seg(id)}/deprovision`, { body: { hubAction: f.hubAction ?? 'delete' } }));
+        const b = res.body ?? {};
+        if (f.json) printObject(f, b);
+        else {
+          const hub = b.hubAction === 'deleted' || b.hubAction === 'disabled' ? `device ${String(b.deviceId)} ${String(b.hubAction)} on ${String(b.hub)}` : b.hubAction === 'absent' ? `the hub ${String(b.hub)} did not have device ${String(b.deviceId)}` : 'nothing to do on a hub';
+          printDone(f, `deprovisioned ${id}: registration record deleted; ${hub}`);
+        }
+      }),
+  );
+  return cmd;
+}
