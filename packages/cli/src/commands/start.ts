@@ -12,6 +12,7 @@ interface StartFlags {
   logLevel?: string;
   registrationsPerMinute?: number;
   quotaPreset?: 'default' | 'azure';
+  config?: string;
 }
 
 /** A quota value: an integer from 0 (off) to 1,000,000,000. */
@@ -45,6 +46,7 @@ export function describe(run: RunningHoming): string {
     lines.push('    The official Azure service SDKs and the DPS HTTP device SDK dial port 443 only, so they cannot reach');
     lines.push('    a listener on another port without code changes. Run as root (or grant CAP_NET_BIND_SERVICE) to bind 443.');
   }
+  lines.push(`  web portal     : ${run.connectionInfo.portalUrl}`);
   lines.push(`  connection info: ${run.config.dataDir}/connection.json`);
   lines.push('Stop with Ctrl-C (SIGINT) or SIGTERM.');
   return lines.join('\n');
@@ -61,6 +63,7 @@ export function startCommand(): Command {
     .option('--database-url <url>', 'PostgreSQL URL (default: embedded SQLite; env HOMING_DATABASE_URL)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .addOption(new Option('--registrations-per-minute <n>', 'registration quota of the provisioning instance: register + status lookup calls per minute (0: off; stored with the instance)').argParser(parseQuota))
+    .option('--config <file>', 'JSON file with dps.geoLatency (network map) and dps.customAllocation (webhook timeout, signing secret, CA) settings (docs/api/allocation.md)')
     .addOption(new Option('--quota-preset <name>', 'quota preset of the provisioning instance (azure: Azure DPS rates; stored with the instance)').choices(['default', 'azure']))
     .action(async (flags: StartFlags) => {
       const config = await loadStartConfig({
@@ -73,6 +76,7 @@ export function startCommand(): Command {
         ...(flags.logLevel ? { logLevel: flags.logLevel } : {}),
         ...(flags.registrationsPerMinute !== undefined ? { registrationsPerMinute: flags.registrationsPerMinute } : {}),
         ...(flags.quotaPreset ? { quotaPreset: flags.quotaPreset } : {}),
+        ...(flags.config ? { configFile: flags.config } : {}),
       });
       // Logs are JSON lines on stderr; stdout carries the human-readable connection summary.
       const logger = createLogger({ level: config.logLevel, destination: process.stderr });

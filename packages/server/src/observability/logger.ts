@@ -10,7 +10,8 @@ export const REDACT_PATHS = [
   'password', '*.password', 'authorization', '*.authorization', 'headers.authorization', 'req.headers.authorization',
   'primaryKey', 'secondaryKey', '*.primaryKey', '*.secondaryKey', '*.*.primaryKey', '*.*.secondaryKey',
   'symmetricKey', '*.symmetricKey', 'privateKey', '*.privateKey', 'key', '*.key', 'sas', '*.sas', 'token', '*.token',
-  'connectionString', '*.connectionString', 'sharedAccessKey', '*.sharedAccessKey',
+  'connectionString', '*.connectionString', 'sharedAccessKey', '*.sharedAccessKey', 'signingSecret', '*.signingSecret',
+  'credentials', '*.credentials',
 ];
 
 export function createLogger(opts: { level?: string; destination?: NodeJS.WritableStream } = {}): Logger {
