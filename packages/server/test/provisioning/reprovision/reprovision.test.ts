@@ -374,3 +374,45 @@ for (const stopAfter of ['copied', 'written', 'removed'] as const) {
     );
   });
 }
+
+const PG_URL = process.env.HOMING_TEST_DATABASE_URL;
+
+test('two nodes on one PostgreSQL store: concurrent registrations of one device make one move', { skip: PG_URL ? false : 'HOMING_TEST_DATABASE_URL is not set' }, async () => {
+  const schema = `moves_${Date.now().toString(36)}_${Math.floor(Math.random() * 1e6)}`;
+  const f = await createRuntimeFixture({ hubNames: HUBS, store: { dialect: 'postgres', postgresUrl: PG_URL!, postgresSchema: schema, poolSize: 4 }, moves: { nodeId: 'node-1' } });
+  const hubs = (f.service as unknown as { d: { hubs: HubClientFactory } }).d.hubs;
+  const other = new RegistrationService({ store: f.store.provisioning, hubs, clock: f.clock, ids: realIds, logger: silentLogger(), readCacheMs: 0, moves: { nodeId: 'node-2' } });
+  try {
+    const g = await f.addGroup('P', { iotHubs: ['hub-a.test'] });
+    await provisionWithState(f, g, 'p-1');
+    await changeGroup(f, 'P', (x) => ({ ...x, iotHubs: ['hub-b.test'] }));
+    const cred = { kind: 'sas' as const, authorization: f.deviceSas('p-1', f.derivedKey(g, 'p-1')) };
+    const replies = await Promise.all([
+      f.service.register(f.idScope, 'p-1', { registrationId: 'p-1' }, cred, { budgetMs: 0 }),
+      other.register(f.idScope, 'p-1', { registrationId: 'p-1' }, cred, { budgetMs: 0 }),
+      f.service.register(f.idScope, 'p-1', { registrationId: 'p-1' }, cred, { budgetMs: 0 }),
+      other.register(f.idScope, 'p-1', { registrationId: 'p-1' }, cred, { budgetMs: 0 }),
+    ]);
+    const ops = new Set(replies.map((r) => r.reply.body.operationId));
+    assert.equal(ops.size, 1, `one operation: ${[...ops].join(', ')}`);
+    await Promise.all(replies.map((r) => r.completion));
+    await f.service.drain();
+    await other.drain();
+    const [op] = [...ops];
+    const stored = await f.store.provisioning.getOperation(f.instanceName, op!);
+    assert.equal(stored?.status, 'assigned');
+    assert.equal(await f.store.provisioning.countHubMoves(f.instanceName), 0);
+    assert.deepEqual(await hubsHolding(f, 'p-1'), ['hub-b.test']);
+    assert.deepEqual((await f.hubs.get('hub-b.test')!.getTwinState('p-1')).twin.reported.props, { r: 1 });
+    const rec = await f.store.provisioning.getRegistration(f.instanceName, 'p-1');
+    assert.equal(rec?.substatus, 'deviceDataMigrated');
+  } finally {
+    await other.stop();
+    await f.close();
+    const pg = (await import('pg')).default;
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    await c.query(`drop schema if exists "${schema}" cascade`);
+    await c.end();
+  }
+});
