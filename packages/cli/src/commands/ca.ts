@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { resolveDpsTarget, withConnectionOptions, type ConnectionFlags } from '../lib/connection.ts';
+import type { ConnectionFlags } from '../lib/connection.ts';
 import { argumentError, CliError } from '../lib/errors.ts';
-import { seg, ServiceClient } from '../lib/http.ts';
+import { seg } from '../lib/http.ts';
 import { printDone, printList, printObject, writeOut, type OutputFlags } from '../lib/output.ts';
+import { withDps, withServiceConnection } from '../lib/service.ts';
 import { readPem } from './enrollment.ts';
 
 type Json = Record<string, unknown>;
@@ -14,19 +15,6 @@ interface CaFlags extends ConnectionFlags, OutputFlags {
   verified?: boolean;
   caKeyPath?: string;
   etag?: string;
-}
-
-async function withDps<T>(f: ConnectionFlags, fn: (c: ServiceClient) => Promise<T>): Promise<T> {
-  const client = new ServiceClient(resolveDpsTarget(f), 'dps');
-  try {
-    return await fn(client);
-  } finally {
-    client.close();
-  }
-}
-
-function common(cmd: Command): Command {
-  return withConnectionOptions(cmd, 'dps').option('--json', 'JSON output');
 }
 
 /** Hides the PEM body in human output (it is in --json). */
@@ -41,7 +29,7 @@ export function caCommand(): Command {
   const cmd = new Command('ca').description('CA certificates of the provisioning service (az iot dps certificate)');
 
   cmd.addCommand(
-    common(new Command('upload').description('upload a root or intermediate CA certificate'))
+    withServiceConnection(new Command('upload').description('upload a root or intermediate CA certificate'))
       .requiredOption('--name <name>', 'certificate name (enrollment groups reference it with --ca-name)')
       .requiredOption('--certificate-path <pem>', 'the CA certificate, PEM')
       .option('--verified', 'mark it verified without proof of possession (an explicit admin choice)')
@@ -55,7 +43,7 @@ export function caCommand(): Command {
   );
 
   cmd.addCommand(
-    common(new Command('generate-verification-code').description('start a proof of possession: print a verification code'))
+    withServiceConnection(new Command('generate-verification-code').description('start a proof of possession: print a verification code'))
       .requiredOption('--name <name>', 'certificate name')
       .action(async (f: CaFlags) => {
         const res = await withDps(f, (c) => c.call<Json>('POST', `/homing/certificates/${seg(f.name)}/generateVerificationCode`));
@@ -66,7 +54,7 @@ export function caCommand(): Command {
   );
 
   cmd.addCommand(
-    common(
+    withServiceConnection(
       new Command('verify').description(
         'prove possession of the CA key. With --ca-key-path: generate a code, sign a certificate with CN=<code> using the key, verify. With --certificate-path: send a verification certificate made elsewhere (after generate-verification-code).',
       ),
@@ -105,7 +93,7 @@ export function caCommand(): Command {
   );
 
   cmd.addCommand(
-    common(new Command('list').description('list the CA certificates')).action(async (f: CaFlags) => {
+    withServiceConnection(new Command('list').description('list the CA certificates')).action(async (f: CaFlags) => {
       const res = await withDps(f, (c) => c.call<{ value?: Json[] }>('GET', '/homing/certificates'));
       const items = res.body.value ?? [];
       printList(
@@ -122,7 +110,7 @@ export function caCommand(): Command {
   );
 
   cmd.addCommand(
-    common(new Command('show').description('show a CA certificate'))
+    withServiceConnection(new Command('show').description('show a CA certificate'))
       .requiredOption('--name <name>', 'certificate name')
       .action(async (f: CaFlags) => {
         const res = await withDps(f, (c) => c.call<Json>('GET', `/homing/certificates/${seg(f.name)}`));
@@ -131,7 +119,7 @@ export function caCommand(): Command {
   );
 
   cmd.addCommand(
-    common(new Command('delete').description('delete a CA certificate'))
+    withServiceConnection(new Command('delete').description('delete a CA certificate'))
       .requiredOption('--name <name>', 'certificate name')
       .option('--etag <etag>', 'delete only if it still has this etag')
       .action(async (f: CaFlags) => {

@@ -1,8 +1,9 @@
 import { Command, Option } from 'commander';
-import { resolveHubTargets, withConnectionOptions, type ConnectionFlags, type ServiceTarget } from '../lib/connection.ts';
+import { resolveHubTargets, type ConnectionFlags, type ServiceTarget } from '../lib/connection.ts';
 import { CliError } from '../lib/errors.ts';
 import { seg, ServiceClient } from '../lib/http.ts';
 import { printList, printObject, type OutputFlags } from '../lib/output.ts';
+import { withServiceConnection } from '../lib/service.ts';
 import { maskKeys, parseJsonObject, parseTop } from './enrollment.ts';
 
 type Json = Record<string, unknown>;
@@ -16,9 +17,7 @@ interface DeviceFlags extends ConnectionFlags, OutputFlags {
   etag?: string;
 }
 
-function common(cmd: Command): Command {
-  return withConnectionOptions(cmd, 'hub').option('--json', 'JSON output');
-}
+const common = (cmd: Command): Command => withServiceConnection(cmd, 'hub');
 
 /** Without a connection string or --hub-name, commands look at every hub of connection.json. */
 function targets(f: DeviceFlags): ServiceTarget[] {

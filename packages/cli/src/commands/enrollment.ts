@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { deriveDeviceKey } from '@homing/device';
-import { resolveDpsTarget, withConnectionOptions, type ConnectionFlags } from '../lib/connection.ts';
+import type { ConnectionFlags } from '../lib/connection.ts';
 import { argumentError, CliError } from '../lib/errors.ts';
-import { queryAll, seg, ServiceClient } from '../lib/http.ts';
+import { queryAll, seg } from '../lib/http.ts';
 import { printDone, printList, printObject, writeOut, type OutputFlags } from '../lib/output.ts';
+import { withDps, withServiceConnection } from '../lib/service.ts';
 
 type Kind = 'individual' | 'group';
 type Json = Record<string, unknown>;
@@ -232,19 +233,6 @@ function addIdOption(cmd: Command, kind: Kind): Command {
   return cmd.option('--enrollment-id <id>', 'registration id of the individual enrollment');
 }
 
-function common(cmd: Command): Command {
-  return withConnectionOptions(cmd, 'dps').option('--json', 'JSON output');
-}
-
-async function withClient<T>(f: ConnectionFlags, fn: (c: ServiceClient) => Promise<T>): Promise<T> {
-  const client = new ServiceClient(resolveDpsTarget(f), 'dps');
-  try {
-    return await fn(client);
-  } finally {
-    client.close();
-  }
-}
-
 /** `homing enrollment` and `homing enrollment-group`. */
 export function enrollmentCommand(kind: Kind): Command {
   const name = kind === 'individual' ? 'enrollment' : 'enrollment-group';
@@ -253,32 +241,32 @@ export function enrollmentCommand(kind: Kind): Command {
   const cmd = new Command(name).description(`manage ${noun}s of the provisioning service (az iot dps ${name})`);
 
   cmd.addCommand(
-    common(addBodyOptions(addIdOption(new Command('create').description(`create an ${noun}`), kind), kind, true))
+    withServiceConnection(addBodyOptions(addIdOption(new Command('create').description(`create an ${noun}`), kind), kind, true))
       .option('--show-keys', 'show the symmetric keys in the output')
       .action(async (f: EnrollmentFlags) => {
         const id = idOf(kind, f);
         const body = applyFlags(kind, kind === 'individual' ? { registrationId: id } : { enrollmentGroupId: id }, f, false);
-        const res = await withClient(f, (c) => c.call<Json>('PUT', `${base}/${seg(id)}`, { body }));
+        const res = await withDps(f, (c) => c.call<Json>('PUT', `${base}/${seg(id)}`, { body }));
         printObject(f, maskKeys(res.body, f.showKeys));
       }),
   );
 
   cmd.addCommand(
-    common(addIdOption(new Command('show').description(`show an ${noun}`), kind))
+    withServiceConnection(addIdOption(new Command('show').description(`show an ${noun}`), kind))
       .option('--show-keys', 'show the symmetric keys')
       .action(async (f: EnrollmentFlags) => {
         const id = idOf(kind, f);
-        const res = await withClient(f, (c) => c.call<Json>('GET', `${base}/${seg(id)}`));
+        const res = await withDps(f, (c) => c.call<Json>('GET', `${base}/${seg(id)}`));
         printObject(f, maskKeys(res.body, f.showKeys));
       }),
   );
 
   cmd.addCommand(
-    common(new Command('list').description(`list ${noun}s`))
+    withServiceConnection(new Command('list').description(`list ${noun}s`))
       .addOption(new Option('--top <n>', 'at most this many').argParser(parseTop))
       .option('--show-keys', 'show the symmetric keys (with --json)')
       .action(async (f: EnrollmentFlags) => {
-        const items = await withClient(f, (c) => queryAll<Json>(c, `${base}/query`, '*', f.top));
+        const items = await withDps(f, (c) => queryAll<Json>(c, `${base}/query`, '*', f.top));
         const idKey = kind === 'individual' ? 'registrationId' : 'enrollmentGroupId';
         printList(
           f,
@@ -296,12 +284,12 @@ export function enrollmentCommand(kind: Kind): Command {
   );
 
   cmd.addCommand(
-    common(addBodyOptions(addIdOption(new Command('update').description(`change an ${noun}: only the options given change`), kind), kind, false))
+    withServiceConnection(addBodyOptions(addIdOption(new Command('update').description(`change an ${noun}: only the options given change`), kind), kind, false))
       .option('--etag <etag>', 'update only if the entry still has this etag (default: the etag read just before)')
       .option('--show-keys', 'show the symmetric keys in the output')
       .action(async (f: EnrollmentFlags) => {
         const id = idOf(kind, f);
-        const res = await withClient(f, async (c) => {
+        const res = await withDps(f, async (c) => {
           const current = await c.call<Json>('GET', `${base}/${seg(id)}`);
           const { registrationState: _rs, ...stored } = current.body;
           const body = applyFlags(kind, stored, f, true);
@@ -314,22 +302,22 @@ export function enrollmentCommand(kind: Kind): Command {
   );
 
   cmd.addCommand(
-    common(addIdOption(new Command('delete').description(`delete an ${noun}`), kind))
+    withServiceConnection(addIdOption(new Command('delete').description(`delete an ${noun}`), kind))
       .option('--etag <etag>', 'delete only if the entry still has this etag')
       .action(async (f: EnrollmentFlags) => {
         const id = idOf(kind, f);
-        await withClient(f, (c) => c.call('DELETE', `${base}/${seg(id)}`, { headers: { 'if-match': f.etag } }));
+        await withDps(f, (c) => c.call('DELETE', `${base}/${seg(id)}`, { headers: { 'if-match': f.etag } }));
         printDone(f, `deleted ${noun} ${id}`, { deleted: id });
       }),
   );
 
   if (kind === 'group') {
     cmd.addCommand(
-      common(addIdOption(new Command('compute-device-key').description('derive a member device key from the group key (as devices do)'), kind))
+      withServiceConnection(addIdOption(new Command('compute-device-key').description('derive a member device key from the group key (as devices do)'), kind))
         .requiredOption('--registration-id <id>', 'registration id of the device')
         .action(async (f: EnrollmentFlags & { registrationId: string }) => {
           const id = idOf(kind, f);
-          const res = await withClient(f, (c) => c.call<Json>('POST', `${base}/${seg(id)}/attestationmechanism`));
+          const res = await withDps(f, (c) => c.call<Json>('POST', `${base}/${seg(id)}/attestationmechanism`));
           const key = ((res.body.symmetricKey as Json | undefined)?.primaryKey as string | undefined) ?? undefined;
           if (!key) throw new CliError('NotSymmetricKey', `enrollment group ${id} does not use symmetric keys`);
           const derived = deriveDeviceKey(key, f.registrationId);

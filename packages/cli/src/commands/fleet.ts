@@ -1,10 +1,11 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { resolveDpsTarget, withConnectionOptions, type ConnectionFlags } from '../lib/connection.ts';
+import type { ConnectionFlags } from '../lib/connection.ts';
 import { argumentError, CliError } from '../lib/errors.ts';
-import { seg, ServiceClient } from '../lib/http.ts';
+import { seg, type ServiceClient } from '../lib/http.ts';
 import { printJson, renderObject, renderTable, writeErr, writeOut, type OutputFlags } from '../lib/output.ts';
+import { withDps, withServiceConnection } from '../lib/service.ts';
 
 /**
  * `homing fleet`: phased fleet reprovisioning through the provisioning service's admin API (docs/api/fleet.md).
@@ -85,15 +86,6 @@ function selection(f: FleetFlags): Record<string, string> {
   return { [k]: v };
 }
 
-async function withDps<T>(f: ConnectionFlags, fn: (c: ServiceClient) => Promise<T>): Promise<T> {
-  const client = new ServiceClient(resolveDpsTarget(f), 'dps');
-  try {
-    return await fn(client);
-  } finally {
-    client.close();
-  }
-}
-
 function eta(seconds: number | null): string {
   if (seconds === null) return '-';
   if (seconds < 60) return `${seconds}s`;
@@ -159,10 +151,15 @@ export async function watchJob(client: ServiceClient, id: string, opts: { quiet?
   return { job, detached: abort.signal.aborted };
 }
 
-/** Ends a watch: the summary (or JSON), and an error exit unless the job completed. */
-function conclude(f: FleetFlags, job: JobJson, detached: boolean): void {
+/** The job as JSON (--json) or its summary line. */
+function printJob(f: FleetFlags, job: JobJson): void {
   if (f.json) printJson(job);
   else writeOut(summaryLine(job));
+}
+
+/** Ends a watch: the summary (or JSON), and an error exit unless the job completed. */
+function conclude(f: FleetFlags, job: JobJson, detached: boolean): void {
+  printJob(f, job);
   if (detached) {
     writeErr(`detached: job ${job.id} keeps running on the server; \`homing fleet status ${job.id}\` attaches again`);
     return;
@@ -187,8 +184,16 @@ function printPlan(f: FleetFlags, plan: PlanJson): void {
   if (plan.devices.length > rows.length) writeOut(`(${plan.devices.length - rows.length} more; --top N or --json to see them)`);
 }
 
-function common(cmd: Command): Command {
-  return withConnectionOptions(cmd, 'dps').option('--json', 'JSON output (no progress bar)');
+const common = (cmd: Command): Command => withServiceConnection(cmd, 'dps', 'JSON output (no progress bar)');
+
+/** `homing fleet pause|cancel JOB`: the action, then the job. */
+function jobActionCommand(action: 'pause' | 'cancel', description: string): Command {
+  return common(new Command(action).description(description))
+    .argument('<job>', 'job id')
+    .action(async (id: string, f: FleetFlags) => {
+      const job = await withDps(f, async (c) => (await c.call<JobJson>('POST', `/homing/fleet/jobs/${seg(id)}/${action}`)).body);
+      printJob(f, job);
+    });
 }
 
 /** `homing fleet`: phased fleet reprovisioning jobs. */
@@ -264,15 +269,7 @@ export function fleetCommand(): Command {
       }),
   );
 
-  cmd.addCommand(
-    common(new Command('pause').description('pause a job (devices in flight finish; no new wave starts)'))
-      .argument('<job>', 'job id')
-      .action(async (id: string, f: FleetFlags) => {
-        const job = await withDps(f, async (c) => (await c.call<JobJson>('POST', `/homing/fleet/jobs/${seg(id)}/pause`)).body);
-        if (f.json) printJson(job);
-        else writeOut(summaryLine(job));
-      }),
-  );
+  cmd.addCommand(jobActionCommand('pause', 'pause a job (devices in flight finish; no new wave starts)'));
 
   cmd.addCommand(
     common(new Command('resume').description('resume a paused job and attach to it (Ctrl-C detaches)'))
@@ -281,26 +278,14 @@ export function fleetCommand(): Command {
       .action(async (id: string, f: FleetFlags) => {
         await withDps(f, async (c) => {
           const job = (await c.call<JobJson>('POST', `/homing/fleet/jobs/${seg(id)}/resume`)).body;
-          if (f.wait === false) {
-            if (f.json) printJson(job);
-            else writeOut(summaryLine(job));
-            return;
-          }
+          if (f.wait === false) return printJob(f, job);
           const w = await watchJob(c, id, { quiet: f.json === true });
           conclude(f, w.job, w.detached);
         });
       }),
   );
 
-  cmd.addCommand(
-    common(new Command('cancel').description('cancel a job (pending devices are left as they are)'))
-      .argument('<job>', 'job id')
-      .action(async (id: string, f: FleetFlags) => {
-        const job = await withDps(f, async (c) => (await c.call<JobJson>('POST', `/homing/fleet/jobs/${seg(id)}/cancel`)).body);
-        if (f.json) printJson(job);
-        else writeOut(summaryLine(job));
-      }),
-  );
+  cmd.addCommand(jobActionCommand('cancel', 'cancel a job (pending devices are left as they are)'));
 
   return cmd;
 }

@@ -1,9 +1,10 @@
 import { request } from 'node:https';
 import { Command, Option } from 'commander';
-import { parseServiceConnectionString, readConnectionFile, resolveDpsTarget, resolveHubTargets, withConnectionOptions, type ConnectionFlags } from '../lib/connection.ts';
+import { parseServiceConnectionString, readConnectionFile, resolveHubTargets, withConnectionOptions, type ConnectionFlags } from '../lib/connection.ts';
 import { argumentError, CliError } from '../lib/errors.ts';
 import { networkError, seg, serviceError, ServiceClient } from '../lib/http.ts';
 import { printDone, printList, printObject, writeErr, writeOut, type OutputFlags } from '../lib/output.ts';
+import { withDps, withServiceConnection } from '../lib/service.ts';
 import { parseBool } from './enrollment.ts';
 
 type Json = Record<string, unknown>;
@@ -38,23 +39,10 @@ function parseNonNegative(option: string) {
   };
 }
 
-async function withDps<T>(f: ConnectionFlags, fn: (c: ServiceClient) => Promise<T>): Promise<T> {
-  const client = new ServiceClient(resolveDpsTarget(f), 'dps');
-  try {
-    return await fn(client);
-  } finally {
-    client.close();
-  }
-}
-
 function hubName(f: HubFlags): string {
   const name = f.hubHostName ?? (f.hubConnectionString ? parseServiceConnectionString(f.hubConnectionString, 'hub').hostName : undefined);
   if (!name) throw argumentError('give --hub-host-name (or --hub-connection-string)');
   return name;
-}
-
-function dpsCommon(cmd: Command): Command {
-  return withConnectionOptions(cmd, 'dps').option('--json', 'JSON output');
 }
 
 function linkOptions(cmd: Command): Command {
@@ -72,7 +60,7 @@ export function hubCommand(): Command {
   const cmd = new Command('hub').description('hubs linked to the provisioning service (az iot dps linked-hub), and live telemetry');
 
   cmd.addCommand(
-    linkOptions(dpsCommon(new Command('link').description('link a hub to the provisioning service')))
+    linkOptions(withServiceConnection(new Command('link').description('link a hub to the provisioning service')))
       .option('--hub-host-name <host>', 'host name of the hub (default: from --hub-connection-string)')
       .option('--hub-connection-string <cs>', 'connection string of a hub policy with RegistryWrite and ServiceConnect (default: the hub\u2019s entry in connection.json)')
       .action(async (f: HubFlags) => {
@@ -96,7 +84,7 @@ export function hubCommand(): Command {
   );
 
   cmd.addCommand(
-    dpsCommon(new Command('unlink').description('unlink a hub (enrollments that name it are left unchanged)'))
+    withServiceConnection(new Command('unlink').description('unlink a hub (enrollments that name it are left unchanged)'))
       .requiredOption('--hub-host-name <host>', 'host name of the linked hub')
       .action(async (f: HubFlags) => {
         const name = hubName(f);
@@ -106,7 +94,7 @@ export function hubCommand(): Command {
   );
 
   cmd.addCommand(
-    linkOptions(dpsCommon(new Command('update').description('change a linked hub (weight, allocation, location, connection string)')))
+    linkOptions(withServiceConnection(new Command('update').description('change a linked hub (weight, allocation, location, connection string)')))
       .requiredOption('--hub-host-name <host>', 'host name of the linked hub')
       .option('--hub-connection-string <cs>', 'new connection string of the hub policy')
       .action(async (f: HubFlags) => {
@@ -126,14 +114,14 @@ export function hubCommand(): Command {
   );
 
   cmd.addCommand(
-    dpsCommon(new Command('list').description('list the linked hubs')).action(async (f: HubFlags) => {
+    withServiceConnection(new Command('list').description('list the linked hubs')).action(async (f: HubFlags) => {
       const res = await withDps(f, (c) => c.call<Json[]>('GET', '/homing/linkedHubs'));
       printList(f, Array.isArray(res.body) ? res.body : [], LINKED_HUB_HEADERS, linkedHubRow, 'no linked hubs');
     }),
   );
 
   cmd.addCommand(
-    dpsCommon(new Command('show').description('show one linked hub'))
+    withServiceConnection(new Command('show').description('show one linked hub'))
       .requiredOption('--hub-host-name <host>', 'host name of the linked hub')
       .action(async (f: HubFlags) => {
         const name = hubName(f);

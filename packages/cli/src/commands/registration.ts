@@ -1,8 +1,9 @@
 import { Command, Option } from 'commander';
-import { resolveDpsTarget, withConnectionOptions, type ConnectionFlags } from '../lib/connection.ts';
+import type { ConnectionFlags } from '../lib/connection.ts';
 import { argumentError } from '../lib/errors.ts';
-import { queryAll, seg, ServiceClient } from '../lib/http.ts';
+import { queryAll, seg } from '../lib/http.ts';
 import { printDone, printList, printObject, type OutputFlags } from '../lib/output.ts';
+import { withDps, withServiceConnection } from '../lib/service.ts';
 import { parseTop } from './enrollment.ts';
 
 type Json = Record<string, unknown>;
@@ -15,19 +16,6 @@ interface RegistrationFlags extends ConnectionFlags, OutputFlags {
   top?: number;
 }
 
-async function withDps<T>(f: ConnectionFlags, fn: (c: ServiceClient) => Promise<T>): Promise<T> {
-  const client = new ServiceClient(resolveDpsTarget(f), 'dps');
-  try {
-    return await fn(client);
-  } finally {
-    client.close();
-  }
-}
-
-function common(cmd: Command): Command {
-  return withConnectionOptions(cmd, 'dps').option('--json', 'JSON output');
-}
-
 function rid(f: RegistrationFlags): string {
   if (!f.registrationId) throw argumentError('give --registration-id');
   return f.registrationId;
@@ -38,7 +26,7 @@ export function registrationCommand(): Command {
   const cmd = new Command('registration').description('device registration records (az iot dps enrollment registration / enrollment-group registration)');
 
   cmd.addCommand(
-    common(new Command('show').description('show the registration record of a device'))
+    withServiceConnection(new Command('show').description('show the registration record of a device'))
       .requiredOption('--registration-id <id>', 'registration id')
       .action(async (f: RegistrationFlags) => {
         const res = await withDps(f, (c) => c.call<Json>('GET', `/registrations/${seg(rid(f))}`));
@@ -47,7 +35,7 @@ export function registrationCommand(): Command {
   );
 
   cmd.addCommand(
-    common(new Command('list').description('list the registration records made through an enrollment group'))
+    withServiceConnection(new Command('list').description('list the registration records made through an enrollment group'))
       .requiredOption('--group-id <id>', 'enrollment group id (individual enrollments: use `registration show`)')
       .addOption(new Option('--top <n>', 'at most this many').argParser(parseTop))
       .action(async (f: RegistrationFlags) => {
@@ -58,7 +46,7 @@ export function registrationCommand(): Command {
   );
 
   cmd.addCommand(
-    common(new Command('delete').description('delete a registration record (the device stays on its hub; it re-registers as new)'))
+    withServiceConnection(new Command('delete').description('delete a registration record (the device stays on its hub; it re-registers as new)'))
       .requiredOption('--registration-id <id>', 'registration id')
       .option('--etag <etag>', 'delete only if the record still has this etag')
       .action(async (f: RegistrationFlags) => {
@@ -69,7 +57,7 @@ export function registrationCommand(): Command {
   );
 
   cmd.addCommand(
-    common(new Command('deprovision').description('deprovision a device completely: its registration record, and the device on its hub deleted or disabled'))
+    withServiceConnection(new Command('deprovision').description('deprovision a device completely: its registration record, and the device on its hub deleted or disabled'))
       .requiredOption('--registration-id <id>', 'registration id')
       .addOption(new Option('--hub-action <action>', 'what happens to the device on its hub').choices(['delete', 'disable']).default('delete'))
       .action(async (f: RegistrationFlags) => {

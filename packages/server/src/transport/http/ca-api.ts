@@ -1,23 +1,19 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Clock } from '../../core/clock.ts';
-import { HomingError } from '../../core/errors.ts';
 import type { JsonValue } from '../../core/json.ts';
-import { authorizePolicySas } from '../../core/policies.ts';
-import { parseSas } from '../../core/sas.ts';
 import { caCertificateToJson, type CaCertificateService } from '../../provisioning/ca-certificates.ts';
 import type { InstanceResolver } from '../../provisioning/instances.ts';
-import type { ProvisioningInstance } from '../../provisioning/model.ts';
-import { DPS_SERVICE_BODY_LIMIT, hostOf } from './dps-service-api.ts';
+import { DPS_SERVICE_BODY_LIMIT } from './dps-service-api.ts';
 import { JSON_CT } from './errors.ts';
+import { serviceRoute, type ServiceHandler } from './service-auth.ts';
 
 /**
  * Homing's admin API for the CA certificates of a provisioning instance (Azure manages them through ARM as the
  * `certificates` child resource of the DPS instance): docs/api/ca-certificates.md.
  *
  * Authentication is the DPS service API's: the instance is found by the Host header (else the SAS `sr` host), and a
- * policy SAS with the **ServiceConfig** right is required; every failure is the same 401 401000. dps-service-api.ts
- * keeps its `authenticate` private, so the equivalent few lines live here (on the same `hostOf`, `parseSas` and
- * `authorizePolicySas`). Authentication runs in onRequest, before the body is read.
+ * policy SAS with the **ServiceConfig** right is required; every failure is the same 401 401000 (service-auth.ts).
+ * Authentication runs in onRequest, before the body is read.
  */
 export interface CaApiDeps {
   instances: InstanceResolver;
@@ -35,17 +31,6 @@ interface NameParams {
   name: string;
 }
 
-const authenticated = new WeakMap<FastifyRequest, ProvisioningInstance>();
-
-function header(req: FastifyRequest, name: string): string | undefined {
-  const v = req.headers[name];
-  return Array.isArray(v) ? v[0] : v;
-}
-
-function unauthorized(): HomingError {
-  return new HomingError('Unauthorized', 'Unauthorized');
-}
-
 function sendJson(reply: FastifyReply, body: unknown): FastifyReply {
   return reply.code(200).header('content-type', JSON_CT).send(JSON.stringify(body));
 }
@@ -55,36 +40,8 @@ export function registerCaApi(app: FastifyInstance, deps: CaApiDeps): void {
   const crlBodyLimit = deps.crlBodyLimit ?? CA_CRL_BODY_LIMIT;
   const certs = deps.certificates;
 
-  async function authenticate(req: FastifyRequest): Promise<ProvisioningInstance> {
-    const token = parseSas(header(req, 'authorization'));
-    const hostHeader = hostOf(header(req, 'host'));
-    let instance = hostHeader === undefined ? undefined : await deps.instances.byHostName(hostHeader);
-    if (instance === undefined && token !== undefined) {
-      const srHost = hostOf(token.sr);
-      if (srHost !== undefined) instance = await deps.instances.byHostName(srHost);
-    }
-    if (instance === undefined) throw unauthorized();
-    authorizePolicySas(token, instance.policies, instance.serviceHostNames, Math.floor(deps.clock.now() / 1000), 'ServiceConfig', 'Unauthorized');
-    return instance;
-  }
-
-  type Handler = (req: FastifyRequest, reply: FastifyReply, instance: ProvisioningInstance) => Promise<unknown>;
-
-  function route(method: 'GET' | 'PUT' | 'POST' | 'DELETE', url: string, handler: Handler, limit = bodyLimit): void {
-    app.route({
-      method,
-      url,
-      bodyLimit: limit,
-      config: { errorFlavor: 'dps' },
-      onRequest: async (req: FastifyRequest) => {
-        authenticated.set(req, await authenticate(req));
-      },
-      handler: async (req: FastifyRequest, reply: FastifyReply) => {
-        const instance = authenticated.get(req);
-        if (instance === undefined) throw unauthorized();
-        return handler(req, reply, instance);
-      },
-    });
+  function route(method: 'GET' | 'PUT' | 'POST' | 'DELETE', url: string, handler: ServiceHandler, limit = bodyLimit): void {
+    serviceRoute(app, deps, { method, url, right: 'ServiceConfig', bodyLimit: limit, handler });
   }
 
   const body = (req: FastifyRequest): JsonValue | undefined => req.body as JsonValue | undefined;

@@ -1,9 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Clock } from '../../core/clock.ts';
-import { HomingError } from '../../core/errors.ts';
 import type { JsonValue } from '../../core/json.ts';
-import { authorizePolicySas, type DpsRight } from '../../core/policies.ts';
-import { parseSas } from '../../core/sas.ts';
+import type { DpsRight } from '../../core/policies.ts';
 import {
   attestationToJson,
   enrollmentGroupToJson,
@@ -24,15 +22,18 @@ import {
 } from '../../provisioning/instances.ts';
 import type { ProvisioningInstance } from '../../provisioning/model.ts';
 import { JSON_CT } from './errors.ts';
+import { serviceRoute } from './service-auth.ts';
+
+export { hostOf } from './service-auth.ts';
 
 /**
  * The DPS service API (what `azure-iot-provisioning-service` calls; protocol-service.md §3.1 and §5) and Homing's
  * admin API for the instance and its linked hubs (`/homing/...`; DPS manages those through ARM, which we do not
  * have). docs/api/dps-service.md documents both.
  *
- * - The instance is found by the host name the caller dialled: the Host header, else the host of the SAS `sr`.
- *   Every failure to authenticate (unknown host, malformed/expired token, wrong key, sr for another host, a policy
- *   without the right) is the same 401 401000, with no hint of which part failed.
+ * - Authentication (service-auth.ts): the instance is found by the host name the caller dialled: the Host header,
+ *   else the host of the SAS `sr`. Every failure to authenticate (unknown host, malformed/expired token, wrong key,
+ *   sr for another host, a policy without the right) is the same 401 401000, with no hint of which part failed.
  * - Authentication runs before the body is read, so an unauthenticated caller gets 401, never 400 or 413.
  * - Routes are case-insensitive and ignore a trailing slash (createHttpsApp); any api-version is accepted.
  * - Bodies are limited to 96 KB (413 with the DPS error body).
@@ -61,32 +62,6 @@ interface IdParams {
   id: string;
 }
 
-const authenticated = new WeakMap<FastifyRequest, Ctx>();
-
-/** The host part of a Host header or an sr: `[v6]:port` → `v6`, `host:port` → `host`. */
-export function hostOf(value: string | undefined): string | undefined {
-  if (value === undefined) return undefined;
-  let s = value.trim();
-  const slash = s.indexOf('/');
-  if (slash >= 0) s = s.slice(0, slash);
-  if (s.startsWith('[')) {
-    const end = s.indexOf(']');
-    return end > 1 ? s.slice(1, end) : undefined;
-  }
-  const colon = s.indexOf(':');
-  if (colon >= 0 && s.indexOf(':', colon + 1) < 0) s = s.slice(0, colon);
-  return s.length > 0 ? s : undefined;
-}
-
-function unauthorized(): HomingError {
-  return new HomingError('Unauthorized', 'Unauthorized');
-}
-
-function header(req: FastifyRequest, name: string): string | undefined {
-  const v = req.headers[name];
-  return Array.isArray(v) ? v[0] : v;
-}
-
 function sendJson(reply: FastifyReply, body: unknown, headers: Record<string, string> = {}): FastifyReply {
   reply.code(200).header('content-type', JSON_CT);
   for (const [k, v] of Object.entries(headers)) reply.header(k, v);
@@ -108,41 +83,10 @@ export function registerDpsServiceApi(app: FastifyInstance, deps: DpsServiceApiD
   const bodyLimit = deps.bodyLimit ?? DPS_SERVICE_BODY_LIMIT;
   const { enrollments, registrations, admin } = deps;
 
-  async function authenticate(req: FastifyRequest, right: Right): Promise<Ctx> {
-    const authorization = header(req, 'authorization');
-    const token = parseSas(authorization);
-    const hostHeader = hostOf(header(req, 'host'));
-    let instance = hostHeader === undefined ? undefined : await deps.instances.byHostName(hostHeader);
-    if (instance === undefined && token !== undefined) {
-      const srHost = hostOf(token.sr);
-      if (srHost !== undefined) instance = await deps.instances.byHostName(srHost);
-    }
-    if (instance === undefined) throw unauthorized();
-    authorizePolicySas(token, instance.policies, instance.serviceHostNames, Math.floor(deps.clock.now() / 1000), right, 'Unauthorized');
-    return { instance };
-  }
-
-  function ctx(req: FastifyRequest): Ctx {
-    const c = authenticated.get(req);
-    if (c === undefined) throw unauthorized();
-    return c;
-  }
-
   type Handler = (req: FastifyRequest, reply: FastifyReply, c: Ctx) => Promise<unknown>;
 
   function route(method: 'GET' | 'PUT' | 'POST' | 'DELETE' | 'PATCH', urls: readonly string[], right: Right, handler: Handler): void {
-    for (const url of urls) {
-      app.route({
-        method,
-        url,
-        bodyLimit,
-        config: { errorFlavor: 'dps' },
-        onRequest: async (req: FastifyRequest) => {
-          authenticated.set(req, await authenticate(req, right));
-        },
-        handler: async (req: FastifyRequest, reply: FastifyReply) => handler(req, reply, ctx(req)),
-      });
-    }
+    for (const url of urls) serviceRoute(app, deps, { method, url, right, bodyLimit, handler: async (req, reply, instance) => handler(req, reply, { instance }) });
   }
 
   const body = (req: FastifyRequest): JsonValue | undefined => req.body as JsonValue | undefined;

@@ -1,9 +1,8 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Clock } from '../../core/clock.ts';
 import { HomingError } from '../../core/errors.ts';
 import type { JsonValue } from '../../core/json.ts';
-import { authorizePolicySas, type DpsRight } from '../../core/policies.ts';
-import { parseSas } from '../../core/sas.ts';
+import type { DpsRight } from '../../core/policies.ts';
 import {
   dryRunToJson,
   fleetDeviceToJson,
@@ -13,9 +12,9 @@ import {
 } from '../../provisioning/fleet/fleet-service.ts';
 import type { FleetDeviceState, FleetJob } from '../../provisioning/fleet/model.ts';
 import type { InstanceResolver } from '../../provisioning/instances.ts';
-import type { ProvisioningInstance } from '../../provisioning/model.ts';
-import { DPS_SERVICE_BODY_LIMIT, hostOf } from './dps-service-api.ts';
+import { DPS_SERVICE_BODY_LIMIT } from './dps-service-api.ts';
 import { JSON_CT } from './errors.ts';
+import { serviceRoute, type ServiceHandler } from './service-auth.ts';
 
 /**
  * Homing's admin API for phased fleet reprovisioning (docs/api/fleet.md), on the DPS listener:
@@ -24,9 +23,9 @@ import { JSON_CT } from './errors.ts';
  * - `GET /homing/fleet/jobs/{id}`: one job with its progress, rate and ETA;
  * - `GET /homing/fleet/jobs/{id}/devices?state=&after=&top=`: its devices;
  * - `POST /homing/fleet/jobs/{id}/pause|resume|cancel`.
- * Authentication is the admin API's (Host header, else SAS `sr` host; every failure the same 401 401000, before the
- * body is read). Reads need a policy with **RegistrationStatusRead**; creating and steering jobs (a dry run
- * included) need **RegistrationStatusWrite**.
+ * Authentication is the admin API's (service-auth.ts: Host header, else SAS `sr` host; every failure the same 401
+ * 401000, before the body is read). Reads need a policy with **RegistrationStatusRead**; creating and steering jobs
+ * (a dry run included) need **RegistrationStatusWrite**.
  */
 export interface FleetApiDeps {
   instances: InstanceResolver;
@@ -35,27 +34,7 @@ export interface FleetApiDeps {
   bodyLimit?: number;
 }
 
-const authenticated = new WeakMap<FastifyRequest, ProvisioningInstance>();
 const DEVICE_STATES: readonly FleetDeviceState[] = ['pending', 'invoked', 'moved', 'unchanged', 'failed'];
-
-function header(req: FastifyRequest, name: string): string | undefined {
-  const v = req.headers[name];
-  return Array.isArray(v) ? v[0] : v;
-}
-
-function unauthorized(): HomingError {
-  return new HomingError('Unauthorized', 'Unauthorized');
-}
-
-async function instanceOf(req: FastifyRequest, instances: InstanceResolver): Promise<ProvisioningInstance | undefined> {
-  const hostHeader = hostOf(header(req, 'host'));
-  let instance = hostHeader === undefined ? undefined : await instances.byHostName(hostHeader);
-  if (instance === undefined) {
-    const srHost = hostOf(parseSas(header(req, 'authorization'))?.sr);
-    if (srHost !== undefined) instance = await instances.byHostName(srHost);
-  }
-  return instance;
-}
 
 function send(reply: FastifyReply, status: number, body: unknown): FastifyReply {
   return reply.code(status).header('content-type', JSON_CT).send(JSON.stringify(body));
@@ -72,26 +51,8 @@ export function registerFleetApi(app: FastifyInstance, deps: FleetApiDeps): void
   const bodyLimit = deps.bodyLimit ?? DPS_SERVICE_BODY_LIMIT;
   const json = (job: FleetJob, nextWaveAtMs?: number) => fleetJobToJson(job, deps.clock.now(), nextWaveAtMs);
 
-  type Handler = (req: FastifyRequest, reply: FastifyReply, instance: ProvisioningInstance) => Promise<unknown>;
-
-  function route(method: 'GET' | 'POST', url: string, right: DpsRight, handler: Handler): void {
-    app.route({
-      method,
-      url,
-      bodyLimit,
-      config: { errorFlavor: 'dps' },
-      onRequest: async (req: FastifyRequest) => {
-        const instance = await instanceOf(req, deps.instances);
-        if (instance === undefined) throw unauthorized();
-        authorizePolicySas(parseSas(header(req, 'authorization')), instance.policies, instance.serviceHostNames, Math.floor(deps.clock.now() / 1000), right, 'Unauthorized');
-        authenticated.set(req, instance);
-      },
-      handler: async (req: FastifyRequest, reply: FastifyReply) => {
-        const instance = authenticated.get(req);
-        if (instance === undefined) throw unauthorized();
-        return handler(req, reply, instance);
-      },
-    });
+  function route(method: 'GET' | 'POST', url: string, right: DpsRight, handler: ServiceHandler): void {
+    serviceRoute(app, deps, { method, url, right, bodyLimit, handler });
   }
 
   route('POST', '/homing/fleet/jobs', 'RegistrationStatusWrite', async (req, reply, instance) => {

@@ -1,19 +1,17 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Clock } from '../../core/clock.ts';
 import { HomingError } from '../../core/errors.ts';
-import { authorizePolicySas, type DpsRight } from '../../core/policies.ts';
 import { parseSas } from '../../core/sas.ts';
 import type { InstanceResolver } from '../../provisioning/instances.ts';
-import type { ProvisioningInstance } from '../../provisioning/model.ts';
 import type { QuotaService } from '../../provisioning/quotas/quota-service.ts';
 import type { FinishedOperationRow, PortalQueries, PortalRecordFilter } from '../../store/kysely/portal-queries.ts';
 import type { Logger } from '../../observability/logger.ts';
-import { hostOf } from './dps-service-api.ts';
 import { JSON_CT } from './errors.ts';
+import { header, serviceRoute, type ServiceHandler, type ServiceRight } from './service-auth.ts';
 
 /**
  * Homing admin routes for the web portal (docs/portal.md), on the DPS service API listener, authorized like the
- * rest of the admin API (Host header, else SAS `sr` host; every failure the same 401 401000):
+ * rest of the admin API (service-auth.ts: Host header, else SAS `sr` host; every failure the same 401 401000):
  *
  * - `GET /homing/whoami` (any valid policy): the signed-in policy's name and rights, so the portal shows only what
  *   the policy may do (the routes refuse anyway), and which optional admin routes this listener has (`features`);
@@ -54,22 +52,12 @@ export interface PortalEvent {
   operationId: string;
 }
 
-const authenticated = new WeakMap<FastifyRequest, ProvisioningInstance>();
 const MINUTE_MS = 60_000;
 const HISTORY_MINUTES = 60;
 const SAMPLE_EVERY_MS = 2_000;
 const MAX_SAMPLES = 900;
 /** How long record counts are reused (they scan the records of the instance). */
 const STATS_TTL_MS = 1_500;
-
-function header(req: FastifyRequest, name: string): string | undefined {
-  const v = req.headers[name];
-  return Array.isArray(v) ? v[0] : v;
-}
-
-function unauthorized(): HomingError {
-  return new HomingError('Unauthorized', 'Unauthorized');
-}
 
 function isoMinute(ms: number): string {
   return new Date(ms).toISOString().slice(0, 16);
@@ -152,45 +140,8 @@ export function registerPortalAdminApi(app: FastifyInstance, deps: PortalAdminAp
     done();
   });
 
-  async function instanceOf(req: FastifyRequest): Promise<ProvisioningInstance | undefined> {
-    const hostHeader = hostOf(header(req, 'host'));
-    let instance = hostHeader === undefined ? undefined : await deps.instances.byHostName(hostHeader);
-    if (instance === undefined) {
-      const srHost = hostOf(parseSas(header(req, 'authorization'))?.sr);
-      if (srHost !== undefined) instance = await deps.instances.byHostName(srHost);
-    }
-    return instance;
-  }
-
-  async function authenticate(req: FastifyRequest, right: DpsRight | 'any'): Promise<ProvisioningInstance> {
-    const instance = await instanceOf(req);
-    if (instance === undefined) throw unauthorized();
-    const token = parseSas(header(req, 'authorization'));
-    let required: DpsRight | undefined = right === 'any' ? undefined : right;
-    if (required === undefined) {
-      required = instance.policies.find((p) => p.keyName === token?.skn)?.rights[0];
-      if (required === undefined) throw unauthorized();
-    }
-    authorizePolicySas(token, instance.policies, instance.serviceHostNames, Math.floor(clock.now() / 1000), required, 'Unauthorized');
-    return instance;
-  }
-
-  type Handler = (req: FastifyRequest, reply: FastifyReply, instance: ProvisioningInstance) => Promise<unknown>;
-
-  function route(url: string, right: DpsRight | 'any', handler: Handler): void {
-    app.route({
-      method: 'GET',
-      url,
-      config: { errorFlavor: 'dps' },
-      onRequest: async (req: FastifyRequest) => {
-        authenticated.set(req, await authenticate(req, right));
-      },
-      handler: async (req: FastifyRequest, reply: FastifyReply) => {
-        const instance = authenticated.get(req);
-        if (instance === undefined) throw unauthorized();
-        return handler(req, reply, instance);
-      },
-    });
+  function route(url: string, right: ServiceRight, handler: ServiceHandler): void {
+    serviceRoute(app, deps, { method: 'GET', url, right, handler });
   }
 
   const sendJson = (reply: FastifyReply, body: unknown): FastifyReply => reply.code(200).header('content-type', JSON_CT).header('cache-control', 'no-store').send(JSON.stringify(body));
