@@ -16,6 +16,7 @@ import {
 import type { JsonObject } from '../../src/core/json.ts';
 import type { LinkedHub } from '../../src/provisioning/model.ts';
 import { createGeoLatencyAllocator, validateGeoLatencyConfig } from '../../src/provisioning/allocation/geo-latency.ts';
+import { enrollmentGroupFixture } from '../helpers/model-fixtures.ts';
 
 function hub(name: string, o: Partial<LinkedHub> = {}): LinkedHub {
   return { name, connectionString: `HostName=${name};SharedAccessKeyName=x;SharedAccessKey=eA==`, location: 'l', allocationWeight: 1, applyAllocationPolicy: true, ...o };
@@ -27,16 +28,7 @@ function device(o: { sourceAddress?: string; payload?: JsonObject } = {}): Alloc
     attestation: { type: 'symmetricKey' },
     enrollment: {
       kind: 'group',
-      value: {
-        enrollmentGroupId: 'g',
-        attestation: { type: 'symmetricKey' },
-        capabilities: { iotEdge: false },
-        provisioningStatus: 'enabled',
-        reprovisionPolicy: { updateHubAssignment: true, migrateDeviceData: true },
-        etag: 'e',
-        createdDateTimeUtc: '',
-        lastUpdatedDateTimeUtc: '',
-      },
+      value: enrollmentGroupFixture(),
     },
   };
 }

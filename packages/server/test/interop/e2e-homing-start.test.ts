@@ -1,7 +1,7 @@
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
-import { startHomingProcess, runSdkScript, type HomingProcess, type ScriptLine } from '../helpers/homing-process.ts';
+import { sdkScriptSteps } from '../helpers/sdk-steps.ts';
 
 const SCRIPT = fileURLToPath(new URL('./sdk/e2e-provisioning.cjs', import.meta.url));
 
@@ -11,28 +11,8 @@ const SCRIPT = fileURLToPath(new URL('./sdk/e2e-provisioning.cjs', import.meta.u
  * back-end using azure-iothub. Only the host names (from connection.json) and the trusted CA differ from Azure.
  */
 describe('homing start end to end with the official SDKs', () => {
-  let homing: HomingProcess;
-  let lines: ScriptLine[] = [];
-  let stderr = '';
-
-  before(async () => {
-    homing = await startHomingProcess([]);
-    const r = await runSdkScript(SCRIPT, [JSON.stringify(homing.connection)], homing.connection.caCertPath);
-    lines = r.lines;
-    stderr = r.stderr;
-  });
-
-  after(async () => {
-    assert.equal(await homing?.stop(), 0);
-    homing?.cleanup();
-  });
-
-  const stepResult = (name: string): ScriptLine => {
-    const l = lines.find((x) => x.step === name);
-    assert.ok(l, `step "${name}" did not run. Steps: ${JSON.stringify(lines)}\nstderr: ${stderr}\nserver: ${homing.stderr()}`);
-    assert.equal(l.ok, true, `step "${name}" failed: ${l.error}`);
-    return l;
-  };
+  const sdk = sdkScriptSteps(SCRIPT, { serverLogOnFailure: false });
+  const { stepResult } = sdk;
 
   it('the operator creates a symmetric-key enrollment group with generated keys', () => {
     const r = stepResult('create enrollment group');
@@ -42,7 +22,7 @@ describe('homing start end to end with the official SDKs', () => {
 
   it('devices register with derived keys and are spread over the linked hubs', () => {
     const r = stepResult('register devices');
-    const hubs = homing.connection.hubs.map((h) => h.hostName);
+    const hubs = sdk.homing.connection.hubs.map((h) => h.hostName);
     for (const h of r.hubs as string[]) assert.ok(hubs.includes(h), `${h} is a linked hub`);
     assert.deepEqual(r.substatuses, ['initialAssignment']);
     assert.equal((r.groups as string[]).length, 1);

@@ -1,7 +1,8 @@
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
-import { startHomingProcess, runSdkScript, type HomingProcess, type ScriptLine } from '../helpers/homing-process.ts';
+import type { ScriptLine } from '../helpers/homing-process.ts';
+import { sdkScriptSteps } from '../helpers/sdk-steps.ts';
 
 const SCRIPT = fileURLToPath(new URL('./sdk/reprovision-scenarios.cjs', import.meta.url));
 
@@ -10,28 +11,7 @@ const SCRIPT = fileURLToPath(new URL('./sdk/reprovision-scenarios.cjs', import.m
  * 31, 33): groups on hub A move to hub B and their devices register again.
  */
 describe('reprovisioning with the official SDKs', () => {
-  let homing: HomingProcess;
-  let lines: ScriptLine[] = [];
-  let stderr = '';
-
-  before(async () => {
-    homing = await startHomingProcess([]);
-    const r = await runSdkScript(SCRIPT, [JSON.stringify(homing.connection)], homing.connection.caCertPath);
-    lines = r.lines;
-    stderr = r.stderr;
-  });
-
-  after(async () => {
-    assert.equal(await homing?.stop(), 0);
-    homing?.cleanup();
-  });
-
-  const stepResult = (name: string): ScriptLine => {
-    const l = lines.find((x) => x.step === name);
-    assert.ok(l, `step "${name}" did not run. Steps: ${JSON.stringify(lines)}\nstderr: ${stderr}\nserver: ${homing.stderr()}`);
-    assert.equal(l.ok, true, `step "${name}" failed: ${l.error}\nserver: ${homing.stderr()}`);
-    return l;
-  };
+  const { stepResult } = sdkScriptSteps(SCRIPT);
 
   it('devices of three groups register on hub A and report state', () => {
     stepResult('create groups on hub A');

@@ -1,7 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
@@ -11,7 +10,9 @@ import { loadStartConfig } from '../../src/config/load.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import type { RegistrationRecord } from '../../src/provisioning/model.ts';
 import { startHoming, type RunningHoming } from '../../src/server.ts';
+import { httpsJson, type JsonAnswer, type JsonRequestBody } from '../helpers/https-json.ts';
 import { realIds, uniqueLoopback } from '../helpers/ids.ts';
+import { putRegistrationRecord } from '../helpers/records.ts';
 import { deviceSas, deviceUsername, within } from '../transport/mqtt/helpers.ts';
 
 /**
@@ -21,12 +22,6 @@ import { deviceSas, deviceUsername, within } from '../transport/mqtt/helpers.ts'
  */
 const API = 'api-version=2021-10-01';
 const DEVICE_API = 'api-version=2021-06-01';
-
-interface Answer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  json: Record<string, unknown>;
-}
 
 /** A device's MQTT connection to its hub (TLS + mqtt-packet), resolving `closed` when the hub closes it. */
 interface DeviceConnection {
@@ -57,30 +52,8 @@ describe('POST /homing/registrations/{id}/deprovision', () => {
   const serviceSas = (keyName = 'provisioningserviceowner') =>
     buildSas({ sr: dpsHost, keyBase64: policy(keyName).primaryKey, keyName, expirySeconds: Math.floor(Date.now() / 1000) + 600 });
 
-  function https(method: string, path: string, o: { auth?: string; body?: unknown; raw?: string } = {}): Promise<Answer> {
-    const payload = o.raw !== undefined ? Buffer.from(o.raw) : o.body === undefined ? undefined : Buffer.from(JSON.stringify(o.body));
-    return new Promise((resolve, reject) => {
-      const req = request(
-        {
-          host: dpsHost,
-          port: dpsPort(),
-          ca,
-          method,
-          path,
-          agent: false,
-          headers: { ...(o.auth ? { authorization: o.auth } : {}), ...(payload ? { 'content-type': 'application/json' } : {}) },
-          timeout: 30_000,
-        },
-        (res) => {
-          let t = '';
-          res.on('data', (c: Buffer) => (t += c.toString()));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, json: t ? (JSON.parse(t) as Record<string, unknown>) : {} }));
-        },
-      );
-      req.on('error', reject);
-      req.end(payload);
-    });
-  }
+  const https = (method: string, path: string, o: JsonRequestBody = {}): Promise<JsonAnswer> =>
+    httpsJson({ host: dpsHost, port: dpsPort(), ca, method, path, timeout: 30_000 }, o);
 
   const deprovision = (id: string, body?: unknown, auth = serviceSas(), raw?: string) =>
     https('POST', `/homing/registrations/${encodeURIComponent(id)}/deprovision?${API}`, { auth, ...(raw === undefined ? { body } : { raw }) });
@@ -149,20 +122,7 @@ describe('POST /homing/registrations/{id}/deprovision', () => {
 
   const record = (registrationId: string) => homing.store.provisioning.getRegistration(homing.dps.instance.name, registrationId);
 
-  async function putRecord(registrationId: string, over: Partial<RegistrationRecord>): Promise<void> {
-    const now = new Date().toISOString();
-    const rec: RegistrationRecord = {
-      registrationId,
-      createdDateTimeUtc: now,
-      lastUpdatedDateTimeUtc: now,
-      status: 'assigned',
-      etag: realIds.uuid(),
-      enrollment: { kind: 'individual', registrationId },
-      attestationType: 'symmetricKey',
-      ...over,
-    };
-    assert.equal(await homing.store.provisioning.putRegistration(homing.dps.instance.name, rec, { kind: 'any' }), 'ok');
-  }
+  const putRecord = (registrationId: string, over: Partial<RegistrationRecord>): Promise<void> => putRegistrationRecord(homing, registrationId, over);
 
   before(async () => {
     dataDir = mkdtempSync(join(tmpdir(), 'homing-deprovision-'));

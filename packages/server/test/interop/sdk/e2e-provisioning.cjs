@@ -14,19 +14,9 @@ const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key
 const { Client } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
 const { Registry } = require('azure-iothub');
+const { report, withTimeout, derive, step } = require('./steps.cjs');
 
 const conn = JSON.parse(process.argv[2]);
-const report = (step, ok, data = {}) => process.stdout.write(`${JSON.stringify({ step, ok, ...data })}\n`);
-const withTimeout = (p, ms, what) => Promise.race([p, new Promise((_, rej) => setTimeout(() => rej(new Error(`timeout: ${what}`)), ms).unref())]);
-const derive = (groupKey, id) => crypto.createHmac('sha256', Buffer.from(groupKey, 'base64')).update(id, 'utf8').digest('base64');
-
-async function step(name, fn) {
-  try {
-    report(name, true, (await fn()) || {});
-  } catch (e) {
-    report(name, false, { error: `${e && e.constructor && e.constructor.name}: ${e && e.message}` });
-  }
-}
 
 async function main() {
   const service = ProvisioningServiceClient.fromConnectionString(conn.dps.serviceConnectionString);

@@ -15,6 +15,7 @@ import type { EnrollmentGroup, LinkedHub, ProvisioningInstance, RegistrationReco
 import { KyselyFleetJobStore } from '../../../src/store/kysely/fleet-job-store.ts';
 import { openStore, type OpenedStore } from '../../../src/store/open.ts';
 import { realIds } from '../../helpers/ids.ts';
+import { enrollmentGroupFixture } from '../../helpers/model-fixtures.ts';
 
 const hub = (name: string, o: Partial<LinkedHub> = {}): LinkedHub => ({ name, connectionString: '', location: 'local', allocationWeight: 1, applyAllocationPolicy: true, ...o });
 
@@ -83,17 +84,7 @@ describe('fleet dry-run plan', () => {
     linkedHubs: [hub('hub-a'), hub('hub-b'), hub('hub-c')],
     etag: 'e',
   };
-  const group = (o: Partial<EnrollmentGroup>): EnrollmentGroup => ({
-    enrollmentGroupId: 'g',
-    attestation: { type: 'symmetricKey' },
-    capabilities: { iotEdge: false },
-    provisioningStatus: 'enabled',
-    reprovisionPolicy: { updateHubAssignment: true, migrateDeviceData: true },
-    etag: 'e',
-    createdDateTimeUtc: '',
-    lastUpdatedDateTimeUtc: '',
-    ...o,
-  });
+  const group = enrollmentGroupFixture;
   const rec = (id: string, assignedHub: string) =>
     ({ registrationId: id, deviceId: id, assignedHub, status: 'assigned', etag: 'x', createdDateTimeUtc: '', lastUpdatedDateTimeUtc: '', enrollment: { kind: 'group', enrollmentGroupId: 'g' }, attestationType: 'symmetricKey' }) as RegistrationRecord & { assignedHub: string; deviceId: string };
 

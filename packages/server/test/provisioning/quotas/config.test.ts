@@ -2,7 +2,6 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError } from 'commander';
@@ -12,6 +11,7 @@ import { loadStartConfig } from '../../../src/config/load.ts';
 import { InstanceService } from '../../../src/provisioning/instances.ts';
 import { openStore } from '../../../src/store/open.ts';
 import { startHomingProcess } from '../../helpers/homing-process.ts';
+import { httpsJson, type JsonAnswer } from '../../helpers/https-json.ts';
 import { realIds } from '../../helpers/ids.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'homing-quota-config-'));
@@ -74,26 +74,8 @@ describe('quota configuration', () => {
   });
 });
 
-interface Answer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  json: Record<string, unknown>;
-}
-
-function https(host: string, port: number, ca: string, method: string, path: string, o: { auth?: string; body?: unknown } = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const payload = o.body === undefined ? undefined : JSON.stringify(o.body);
-    const req = request(
-      { host, port, ca, method, path, agent: false, headers: { 'content-type': 'application/json', ...(o.auth ? { authorization: o.auth } : {}) } },
-      (res) => {
-        let t = '';
-        res.on('data', (c: Buffer) => (t += c.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, json: t ? (JSON.parse(t) as Record<string, unknown>) : {} }));
-      },
-    );
-    req.on('error', reject);
-    req.end(payload);
-  });
+function https(host: string, port: number, ca: string, method: string, path: string, o: { auth?: string; body?: unknown } = {}): Promise<JsonAnswer> {
+  return httpsJson({ host, port, ca, method, path, headers: { 'content-type': 'application/json' } }, o);
 }
 
 function serviceSas(cs: string): string {

@@ -1,6 +1,5 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'node:https';
 import { PassThrough } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { systemClock } from '../../../src/core/clock.ts';
@@ -19,6 +18,7 @@ import type { HubApiContext } from '../../../src/transport/http/hub/context.ts';
 import { registerDeviceRoutes } from '../../../src/transport/http/hub/devices.ts';
 import { registerTwinRoutes } from '../../../src/transport/http/hub/twins.ts';
 import { createHubRealm, startMqttListener, type MqttListener } from '../../../src/transport/mqtt/listener.ts';
+import { httpsJson, type JsonAnswer, type JsonRequestBody } from '../../helpers/https-json.ts';
 import { realIds } from '../../helpers/ids.ts';
 import { createTestPki, type TestPki } from '../../helpers/pki.ts';
 import { deviceSas, deviceUsername, RawClient } from '../../transport/mqtt/helpers.ts';
@@ -251,36 +251,8 @@ adapterSuite('REST over HTTPS', (s, connectionString) => {
 });
 
 /** Raw HTTPS call to a hub listener. */
-function call(
-  port: number,
-  ca: string,
-  method: string,
-  path: string,
-  o: { auth?: string; body?: unknown; raw?: string } = {},
-): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; json: Record<string, unknown> }> {
-  const payload = o.raw !== undefined ? Buffer.from(o.raw) : o.body === undefined ? undefined : Buffer.from(JSON.stringify(o.body));
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: '127.0.0.1',
-        port,
-        servername: HOST,
-        ca,
-        method,
-        path,
-        agent: false,
-        headers: { host: HOST, ...(o.auth ? { authorization: o.auth } : {}), ...(payload ? { 'content-type': 'application/json' } : {}) },
-        timeout: 10_000,
-      },
-      (res) => {
-        let t = '';
-        res.on('data', (c: Buffer) => (t += c.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, json: t ? (JSON.parse(t) as Record<string, unknown>) : {} }));
-      },
-    );
-    req.on('error', reject);
-    req.end(payload);
-  });
+function call(port: number, ca: string, method: string, path: string, o: JsonRequestBody = {}): Promise<JsonAnswer> {
+  return httpsJson({ host: '127.0.0.1', port, servername: HOST, ca, method, path, headers: { host: HOST }, timeout: 10_000 }, o);
 }
 
 describe('hub route PUT /homing/devices/{id}/state', () => {

@@ -14,6 +14,7 @@ import { startHoming, type RunningHoming } from '../../../src/server.ts';
 import { createHttpsApp } from '../../../src/transport/http/app.ts';
 import { registerPortal } from '../../../src/transport/http/portal.ts';
 import { realIds, uniqueLoopback } from '../../helpers/ids.ts';
+import { putRegistrationRecord } from '../../helpers/records.ts';
 
 /**
  * The web portal's admin routes (`/homing/whoami`, `/homing/registrations`, `/homing/stats`, `/homing/events`) on a
@@ -115,20 +116,7 @@ function suite(dialect: 'sqlite' | 'postgres'): void {
       return { event, close };
     }
 
-    async function putRecord(registrationId: string, over: Partial<RegistrationRecord>): Promise<void> {
-      const now = new Date().toISOString();
-      const rec: RegistrationRecord = {
-        registrationId,
-        createdDateTimeUtc: now,
-        lastUpdatedDateTimeUtc: now,
-        status: 'assigned',
-        etag: realIds.uuid(),
-        enrollment: { kind: 'individual', registrationId },
-        attestationType: 'symmetricKey',
-        ...over,
-      };
-      assert.equal(await homing.store.provisioning.putRegistration(homing.dps.instance.name, rec, { kind: 'any' }), 'ok');
-    }
+    const putRecord = (registrationId: string, over: Partial<RegistrationRecord>): Promise<void> => putRegistrationRecord(homing, registrationId, over);
 
     async function registerDevice(registrationId: string): Promise<Answer> {
       const put = await https('PUT', `/enrollments/${registrationId}?${API}`, { auth: sas(), body: { registrationId, attestation: { type: 'symmetricKey', symmetricKey: {} } } });
