@@ -5,7 +5,7 @@
  * a reported twin of about `--reported-bytes` (default 2,048), then changes the group to a third hub and re-registers
  * every device through the registration use case (in process: no TLS, so the figure is the migration path itself:
  * enrollment match, allocation, the durable move with its recorded steps, the old hub's read and delete, the new
- * hub's import, the record). `--concurrency` registrations run at once (default 32).
+ * hub's import, the record). `--concurrency` registrations run at once (default 64).
  *
  * Then it checks, over the whole fleet, that no device was lost or duplicated: every device is on exactly one hub
  * (hub C), its record says so, no move is left, and every device's reported twin is byte-identical to what it wrote.
@@ -14,7 +14,7 @@
  * (below 1 meets it). Runs on the embedded store (a SQLite file) and, when HOMING_BENCH_DATABASE_URL or DATABASE_URL
  * is set, on PostgreSQL (a fresh schema, dropped after). `--store sqlite|postgres` picks one.
  *
- *   node --conditions=homing-source --import tsx bench/migrate.ts [--count 100000] [--concurrency 32]
+ *   node --conditions=homing-source --import tsx bench/migrate.ts [--count 100000] [--concurrency 64] [--pool 16]
  *        [--reported-bytes 2048] [--store sqlite|postgres]
  *
  * The last stdout line is one JSON object with the figures.
@@ -29,7 +29,7 @@ import { deviceIds, moveAll, moveGroupToHubC, newWorldSpec, openWorld, reportedO
 import { flag, numberFlag, round } from './lib/register-stats.ts';
 
 const count = numberFlag('count', 100_000);
-const concurrency = numberFlag('concurrency', 32);
+const concurrency = numberFlag('concurrency', 64);
 const reportedBytes = numberFlag('reported-bytes', 2048);
 const only = flag('store');
 const dbUrl = process.env.HOMING_BENCH_DATABASE_URL ?? process.env.DATABASE_URL;
@@ -139,7 +139,7 @@ if (only === undefined || only === 'sqlite') {
 if ((only === undefined || only === 'postgres') && dbUrl) {
   const schema = `bench_migrate_${Date.now().toString(36)}`;
   try {
-    results.push(await runOn('postgres', { dialect: 'postgres', postgresUrl: dbUrl, postgresSchema: schema, poolSize: numberFlag('pool', 8) }));
+    results.push(await runOn('postgres', { dialect: 'postgres', postgresUrl: dbUrl, postgresSchema: schema, poolSize: numberFlag('pool', 16) }));
   } finally {
     const c = new pg.Client({ connectionString: dbUrl });
     await c.connect();
