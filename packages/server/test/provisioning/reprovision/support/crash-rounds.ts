@@ -17,7 +17,7 @@ export interface WorkerExit {
 }
 
 /** Runs the move worker in a child process (see move-worker.ts) and waits for it to end or be killed. */
-export function runWorker(specFile: string, mode: 'move' | 'recover' | 'check', kill?: KillPoint, timeoutMs = 120_000): Promise<WorkerExit> {
+export function runWorker(specFile: string, mode: 'move' | 'recover' | 'check' | 'flip', kill?: KillPoint, timeoutMs = 120_000): Promise<WorkerExit> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--conditions=homing-source', '--import', 'tsx', WORKER, specFile, mode, ...(kill ? [JSON.stringify(kill)] : [])], {
       cwd: REPO,

@@ -165,22 +165,41 @@ export async function moveGroupToHubC(w: World): Promise<void> {
   w.service.invalidateEnrollments();
 }
 
+/** The hubs the group names now. */
+export async function groupHubs(w: World): Promise<string[]> {
+  const g = await w.store.provisioning.getEnrollmentGroup(w.spec.instanceName, w.spec.groupId);
+  return g?.iotHubs ?? [];
+}
+
+/** Points the group at the other side: hub C when it names hubs A and B, else back to A and B (soak rounds). */
+export async function flipGroup(w: World): Promise<string[]> {
+  const g = await w.store.provisioning.getEnrollmentGroup(w.spec.instanceName, w.spec.groupId);
+  if (!g) throw new Error('group missing');
+  const [a, b, c] = w.spec.hubs.map((h) => h.name);
+  const iotHubs = g.iotHubs?.length === 1 && g.iotHubs[0] === c ? [a!, b!] : [c!];
+  const next = { ...g, iotHubs, etag: realIds.uuid(), lastUpdatedDateTimeUtc: isoTime(Date.now()) };
+  if ((await w.store.provisioning.replaceEnrollmentGroup(w.spec.instanceName, next, g.etag)) !== 'ok') throw new Error('group not replaced');
+  w.service.invalidateEnrollments();
+  return iotHubs;
+}
+
 /**
- * Re-registers every device whose record is not on hub C yet; each such registration migrates the device. Returns
- * how many registrations ended assigned on hub C and how many ended otherwise.
+ * Re-registers every device whose record is not on one of the group's hubs yet; each such registration migrates the
+ * device. Returns how many registrations ended assigned on one of those hubs and how many ended otherwise.
  */
 export async function moveAll(w: World, concurrency = 16, ids: readonly string[] = deviceIds(w.spec)): Promise<{ moved: number; other: number; samples: string[] }> {
   const samples: string[] = [];
   const { spec } = w;
-  const target = spec.hubs[2]!.name;
+  const targets = new Set(await groupHubs(w));
   let moved = 0;
   let other = 0;
   await pool(ids, concurrency, async (id) => {
     const rec = await w.store.provisioning.getRegistration(spec.instanceName, id);
-    if (rec?.status === 'assigned' && rec.assignedHub === target) return;
+    if (rec?.status === 'assigned' && rec.assignedHub !== undefined && targets.has(rec.assignedHub)) return;
     const p = await w.service.register(spec.idScope, id, { registrationId: id }, credential(spec, id), { budgetMs: 60_000 });
     const r = p.reply.httpStatus === 200 ? p.reply : await p.completion;
-    if (r?.body.status === 'assigned' && r.body.registrationState?.assignedHub === target) moved++;
+    const hub = r?.body.registrationState?.assignedHub;
+    if (r?.body.status === 'assigned' && hub !== undefined && targets.has(hub)) moved++;
     else {
       other++;
       if (samples.length < 5) samples.push(`${id}: ${JSON.stringify(r?.body ?? p.reply.body)}`);
