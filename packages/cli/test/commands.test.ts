@@ -213,6 +213,11 @@ describe('homing CLI commands against a real server', () => {
       const one = json<{ registrationId: string; assignedHub: string; deviceId: string; etag: string }>(await runCli(['registration', 'show', '--registration-id', 'reg-dev-1', '--json', ...d]));
       assert.equal(one.deviceId, 'reg-dev-1');
       assert.ok(server.hubs.includes(one.assignedHub));
+      const all = json<{ registrationId: string; status: string; assignedHub: string }[]>(await runCli(['registration', 'list', '--status', 'assigned', '--json', ...d]));
+      assert.ok(['reg-dev-0', 'reg-dev-1', 'reg-dev-2'].every((id) => all.some((r) => r.registrationId === id)), 'the instance-wide listing holds the group devices');
+      assert.ok(all.every((r) => r.status === 'assigned'));
+      const top = json<unknown[]>(await runCli(['registration', 'list', '--top', '2', '--json', ...d]));
+      assert.equal(top.length, 2);
       const human = await runCli(['registration', 'list', '--group-id', 'reg-group', ...d]);
       assert.match(human.stdout, /reg-dev-0\s+reg-dev-0\s+assigned/);
       const del = await runCli(['registration', 'delete', '--registration-id', 'reg-dev-2', '--etag', one.etag, ...d]);

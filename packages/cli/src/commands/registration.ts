@@ -14,6 +14,8 @@ interface RegistrationFlags extends ConnectionFlags, OutputFlags {
   etag?: string;
   hubAction?: 'delete' | 'disable';
   top?: number;
+  status?: string;
+  hub?: string;
 }
 
 function rid(f: RegistrationFlags): string {
@@ -35,12 +37,30 @@ export function registrationCommand(): Command {
   );
 
   cmd.addCommand(
-    withServiceConnection(new Command('list').description('list the registration records made through an enrollment group'))
-      .requiredOption('--group-id <id>', 'enrollment group id (individual enrollments: use `registration show`)')
+    withServiceConnection(new Command('list').description('list registration records: of one enrollment group, or of the whole instance (filters --status, --hub)'))
+      .option('--group-id <id>', 'enrollment group id (the DPS query API); without it, every record of the instance (Homing admin API)')
+      .addOption(new Option('--status <status>', 'only records with this status (instance-wide listing)').choices(['assigned', 'assigning', 'failed', 'disabled', 'unassigned']))
+      .option('--hub <host>', 'only records assigned to this hub (instance-wide listing)')
       .addOption(new Option('--top <n>', 'at most this many').argParser(parseTop))
       .action(async (f: RegistrationFlags) => {
-        const group = f.groupId ?? '';
-        const items = await withDps(f, (c) => queryAll<Json>(c, `/registrations/${seg(group)}/query`, '*', f.top));
+        const items =
+          f.groupId !== undefined
+            ? await withDps(f, (c) => queryAll<Json>(c, `/registrations/${seg(f.groupId ?? '')}/query`, '*', f.top))
+            : await withDps(f, async (c) => {
+                const out: Json[] = [];
+                let after: string | undefined;
+                for (;;) {
+                  const q = new URLSearchParams({ limit: String(Math.min(500, f.top ?? 500)) });
+                  if (f.status) q.set('status', f.status);
+                  if (f.hub) q.set('hub', f.hub);
+                  if (after !== undefined) q.set('after', after);
+                  const page = (await c.call<{ items?: Json[]; next?: string }>('GET', `/homing/registrations?${q.toString()}`)).body ?? {};
+                  out.push(...(page.items ?? []));
+                  if (page.next === undefined || (f.top !== undefined && out.length >= f.top)) break;
+                  after = page.next;
+                }
+                return f.top === undefined ? out : out.slice(0, f.top);
+              });
         printList(f, items, ['REGISTRATION ID', 'DEVICE ID', 'STATUS', 'ASSIGNED HUB', 'UPDATED'], (r: Json) => [r.registrationId, r.deviceId ?? '', r.status, r.assignedHub ?? '', r.lastUpdatedDateTimeUtc], 'no registrations');
       }),
   );
