@@ -6,6 +6,7 @@ import { fleetCommand } from './commands/fleet.ts';
 import { hubCommand } from './commands/hub.ts';
 import { registrationCommand } from './commands/registration.ts';
 import { simulateCommand } from './commands/simulate.ts';
+import { tokenCommands } from './commands/token.ts';
 import { startCommand } from './commands/start.ts';
 import { CliError, scrubSecrets } from './lib/errors.ts';
 import { writeErr } from './lib/output.ts';
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   program.addCommand(deviceCommand());
   program.addCommand(fleetCommand());
   program.addCommand(simulateCommand());
+  program.addCommand(tokenCommands());
   configureTree(program);
   return program;
 }

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { request } from 'node:https';
 import { join } from 'node:path';
 import { issueCertificate } from '../../server/src/transport/tls/pki.ts';
 import { startSimulation, type Simulation } from '../src/simulator/fleet.ts';
@@ -266,6 +267,28 @@ describe('homing CLI commands against a real server', () => {
         assert.equal(l.properties.simulated, 'true');
       }
     });
+  });
+
+  it('token dps|hub mints a SAS the services accept (the portal\'s token sign-in); a bad duration is refused', async () => {
+    const out = json<{ token: string; expiresUtc: string; policy: string; hostName: string }>(await runCli(['token', 'dps', '--duration', '600', '--json', ...d]));
+    assert.match(out.token, /^SharedAccessSignature sr=[^&]+&sig=[^&]+&(skn=[^&]+&se=\d+|se=\d+&skn=[^&]+)$/);
+    assert.ok(Date.parse(out.expiresUtc) > Date.now() + 500_000 && Date.parse(out.expiresUtc) <= Date.now() + 601_000);
+    const conn = JSON.parse(readFileSync(join(server.dataDir, 'connection.json'), 'utf8')) as { caCertPath: string; dps: { deviceHost: string } };
+    const whoami = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = request({ host: conn.dps.deviceHost, port: server.run.dps.httpsPort, path: '/homing/whoami?api-version=2021-10-01', method: 'GET', ca: readFileSync(conn.caCertPath), servername: out.hostName.includes(':') ? undefined : out.hostName, headers: { authorization: out.token, host: out.hostName } }, (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(whoami.status, 200, whoami.body);
+    assert.equal((JSON.parse(whoami.body) as { keyName: string }).keyName, out.policy);
+    const hub = await runCli(['token', 'hub', ...d]);
+    assert.equal(hub.code, 0);
+    assert.match(hub.stdout.trim(), /^SharedAccessSignature sr=/);
+    failed(await runCli(['token', 'dps', '--duration', '5', ...d]), /^homing: invalidArgument: /);
   });
 
   it('bad arguments: one line with a code, non-zero exit', async () => {
