@@ -6,11 +6,19 @@ export const TARGET_WAVE_INTERVAL_MS = 6000;
 export const MAX_RATE_PER_MINUTE = 1_000_000;
 
 /**
+ * How long after its wave starts a device's registration may still arrive (method delivery, the device's reaction,
+ * its new TLS connection): the schedule leaves this much room so that the registrations themselves, not only the
+ * wave starts, stay within the rate in any 60 s window. Measured: a wave of 100 devices registers within ≈ 1 s.
+ */
+export const WAVE_SPREAD_MS = 2000;
+
+/**
  * Waves for a rate (devices per minute): `waveSize` devices every `waveIntervalMs`. The wave size is what the target
- * interval (6 s) holds at that rate, at least 1; then k = ⌊perMinute / waveSize⌋ waves a minute, interval = 60 000 / k.
- * Any window [t, t + 60 s) therefore holds at most k wave starts, k × waveSize ≤ perMinute devices: the schedule never
- * starts more devices in a minute than the rate, whatever window is looked at. 1000/min → 100 every 6 s;
- * 1234/min → 123 every 6 s (1230/min); 7/min → 1 every 8.57 s; 1/min → 1 every 60 s.
+ * interval (6 s) holds at that rate, at least 1; then k = ⌊perMinute / waveSize⌋ waves a minute, and the interval is
+ * (60 000 + WAVE_SPREAD_MS) / k. Any window [t, t + 60 s) therefore holds the registrations of at most k waves (their
+ * registrations arrive within WAVE_SPREAD_MS of the wave's start), k × waveSize ≤ perMinute devices: the schedule
+ * never has more devices register in a minute than the rate, whatever window is looked at, at a cost of ≈ 3 % of
+ * the time. 1000/min → 100 every 6.2 s; 1234/min → 123 every 6.2 s; 7/min → 1 every 8.86 s; 1/min → 1 every 62 s.
  */
 export function waveSchedule(perMinute: number, source: FleetRate['source'], targetIntervalMs = TARGET_WAVE_INTERVAL_MS): FleetRate {
   if (!Number.isInteger(perMinute) || perMinute < 1 || perMinute > MAX_RATE_PER_MINUTE) {
@@ -18,7 +26,7 @@ export function waveSchedule(perMinute: number, source: FleetRate['source'], tar
   }
   const waveSize = Math.max(1, Math.floor((perMinute * targetIntervalMs) / 60_000));
   const wavesPerMinute = Math.floor(perMinute / waveSize);
-  return { perMinute, source, waveSize, waveIntervalMs: 60_000 / wavesPerMinute };
+  return { perMinute, source, waveSize, waveIntervalMs: (60_000 + WAVE_SPREAD_MS) / wavesPerMinute };
 }
 
 /** Start time (ms after the job start) of wave k (0-based). */

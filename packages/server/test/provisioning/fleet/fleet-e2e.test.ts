@@ -183,7 +183,7 @@ describe('fleet reprovisioning end to end', () => {
     const created = await api('POST', '/homing/fleet/jobs', { selection: { enrollmentGroupId: GROUP }, rate: 600, failureThreshold: '5%' });
     assert.equal(created.status, 201, JSON.stringify(created.body));
     const id = (created.body as JobJson).id;
-    assert.deepEqual((created.body as JobJson).rate, { perMinute: 600, source: 'request', waveSize: 60, waveIntervalMs: 6000 });
+    assert.deepEqual((created.body as JobJson).rate, { perMinute: 600, source: 'request', waveSize: 60, waveIntervalMs: 6200 });
 
     // Interrupt after the first wave; nothing new starts while paused; then resume.
     await waitJob(id, (j) => j.progress.done >= 30, 'the first wave');

@@ -20,11 +20,11 @@ import { enrollmentGroupFixture } from '../../helpers/model-fixtures.ts';
 const hub = (name: string, o: Partial<LinkedHub> = {}): LinkedHub => ({ name, connectionString: '', location: 'local', allocationWeight: 1, applyAllocationPolicy: true, ...o });
 
 describe('fleet wave schedule', () => {
-  it('sizes waves from the rate: 1000/min → 100 every 6 s; odd rates round the wave count down', () => {
-    assert.deepEqual(waveSchedule(1000, 'quota'), { perMinute: 1000, source: 'quota', waveSize: 100, waveIntervalMs: 6000 });
-    assert.deepEqual(waveSchedule(1234, 'request'), { perMinute: 1234, source: 'request', waveSize: 123, waveIntervalMs: 6000 });
+  it('sizes waves from the rate: 1000/min → 100 every 6.2 s (2 s left for a wave to register); odd rates round the wave count down', () => {
+    assert.deepEqual(waveSchedule(1000, 'quota'), { perMinute: 1000, source: 'quota', waveSize: 100, waveIntervalMs: 6200 });
+    assert.deepEqual(waveSchedule(1234, 'request'), { perMinute: 1234, source: 'request', waveSize: 123, waveIntervalMs: 6200 });
     assert.equal(waveSchedule(7, 'request').waveSize, 1);
-    assert.equal(waveSchedule(1, 'request').waveIntervalMs, 60_000);
+    assert.equal(waveSchedule(1, 'request').waveIntervalMs, 62_000);
     for (const bad of [0, -5, 1.5, Number.NaN, 2_000_000]) assert.throws(() => waveSchedule(bad, 'request'), /rate/);
   });
 
@@ -234,7 +234,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`fleet jobs on $
       const job = (await fleet.create(instance, { selection: { kind: 'enrollmentGroup', enrollmentGroupId: 'wave' } })) as FleetJob;
       assert.equal(job.rate.source, 'quota');
       assert.equal(job.rate.waveSize, 2);
-      assert.equal(job.rate.waveIntervalMs, 200);
+      assert.equal(job.rate.waveIntervalMs, 62_000 / 300);
       const done = await until(fleet, job.id, (j) => j.state === 'completed', 'completion');
       assert.deepEqual({ ...done.counts }, { total: 30, pending: 0, inFlight: 0, moved: 20, unchanged: 10, failed: 0 });
       // The n-th invocation is never earlier than the planned start of its wave (wave 0 starts with the job).
