@@ -50,7 +50,7 @@ interface DeviceConfig {
 type ToChild = { type: 'boot' } | { type: 'report' } | { type: 'exit' };
 type FromChild =
   | { type: 'booted'; ok: number; failed: number; errors: string[]; elapsedMs: number }
-  | { type: 'report'; registrations: number[]; throttled: number; methodCalls: number; reconnects: number; errors: string[]; hubs: Record<string, number> };
+  | { type: 'report'; registrations: number[]; throttled: number; throttleCauses: Record<string, number>; methodCalls: number; reconnects: number; errors: string[]; hubs: Record<string, number> };
 
 // ------------------------------------------------------------------------------------------------ device child
 
@@ -58,6 +58,13 @@ async function deviceMain(cfg: DeviceConfig): Promise<void> {
   const secureContext: SecureContext = createSecureContext({ ca: cfg.ca });
   const registrations: number[] = [];
   let throttled = 0;
+  /** 429s by cause: the registration quota, the per-device poll limit, or the overload guard (docs/api/quotas.md). */
+  let throttleCauses: Record<string, number> = {};
+  const countThrottle = (what: 'register' | 'poll', body: string) => {
+    throttled++;
+    const cause = /overloaded/i.test(body) ? 'overload' : what === 'poll' ? 'poll limit' : 'registration quota';
+    throttleCauses[cause] = (throttleCauses[cause] ?? 0) + 1;
+  };
   let methodCalls = 0;
   let reconnects = 0;
   const errors: string[] = [];
@@ -96,7 +103,7 @@ async function deviceMain(cfg: DeviceConfig): Promise<void> {
     for (let attempt = 0; attempt < 20; attempt++) {
       let a = await https('PUT', `${base}/register?api-version=2021-06-01`, auth, JSON.stringify({ registrationId: id }));
       if (a.status === 429) {
-        throttled++;
+        countThrottle('register', a.body);
         await new Promise((r) => setTimeout(r, Math.max(1, a.retryAfter) * 1000));
         continue;
       }
@@ -110,7 +117,7 @@ async function deviceMain(cfg: DeviceConfig): Promise<void> {
         await new Promise((r) => setTimeout(r, Math.min(3, Math.max(1, a.retryAfter || 1)) * 1000));
         a = await https('GET', `${base}/operations/${b.operationId}?api-version=2021-06-01`, auth, '');
         if (a.status === 429) {
-          throttled++;
+          countThrottle('poll', a.body);
           await new Promise((r) => setTimeout(r, Math.max(1, a.retryAfter) * 1000));
           a = await https('GET', `${base}/operations/${b.operationId}?api-version=2021-06-01`, auth, '');
         }
@@ -206,12 +213,13 @@ async function deviceMain(cfg: DeviceConfig): Promise<void> {
         await Promise.all(Array.from({ length: 32 }, worker));
         registrations.length = 0;
         throttled = 0;
+        throttleCauses = {};
         const out: FromChild = { type: 'booted', ok, failed, errors: errors.splice(0), elapsedMs: Date.now() - t0 };
         process.send?.(out);
       } else if (msg.type === 'report') {
         const hubs: Record<string, number> = {};
         for (const d of devices) hubs[d.hub] = (hubs[d.hub] ?? 0) + 1;
-        const out: FromChild = { type: 'report', registrations, throttled, methodCalls, reconnects, errors, hubs };
+        const out: FromChild = { type: 'report', registrations, throttled, throttleCauses, methodCalls, reconnects, errors, hubs };
         process.send?.(out);
       } else if (msg.type === 'exit') {
         for (const d of devices) d.socket?.destroy();
@@ -359,6 +367,7 @@ async function main(): Promise<void> {
       targetTimeRatio: TARGET_TIME_RATIO,
       http429,
       deviceThrottled: report.throttled,
+      deviceThrottleCauses: report.throttleCauses,
       registrations: regs.length,
       peakRegistrationsPerMinute: peakPerMinute,
       methodCalls: report.methodCalls,
@@ -371,7 +380,7 @@ async function main(): Promise<void> {
         `fleet reprovisioning: ${count} devices, quota ${rate}/min, waves of ${j.rate.waveSize} every ${j.rate.waveIntervalMs / 1000} s`,
         `  result: ${j.state}; moved ${j.progress.moved}, unchanged ${j.progress.unchanged}, failed ${j.progress.failed}; ${report.hubs[hub3] ?? 0} devices connected to the new hub`,
         `  time: ${round(totalS, 1)} s; ceiling (the quota's lower bound, count / rate): ${round(lowerBoundS, 1)} s; ratio ${round(ratio, 3)} (target ≤ ${TARGET_TIME_RATIO})`,
-        `  429s: ${http429} on the DPS HTTPS API, ${report.throttled} seen by devices; peak registrations in any 60 s: ${peakPerMinute} (quota ${rate})`,
+        `  429s: ${http429} on the DPS HTTPS API, ${report.throttled} seen by devices ${JSON.stringify(report.throttleCauses)}; peak registrations in any 60 s: ${peakPerMinute} (quota ${rate})`,
         `  ${ok ? 'PASS' : 'FAIL'}`,
         JSON.stringify(figures),
       ].join('\n') + '\n',
