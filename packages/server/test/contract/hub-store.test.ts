@@ -1,48 +1,14 @@
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { sql } from 'kysely';
-import pg from 'pg';
 import { openStore, type OpenedStore } from '../../src/store/open.ts';
 import { migrateToLatest, migrations, MIGRATION_TABLE, type StoreMigration } from '../../src/store/migrations/index.ts';
 import type { StoreConfig } from '../../src/store/ports.ts';
-import { hubStoreContract, sampleDevice, sampleTwin, type HubStoreHarness } from './hub-store.contract.ts';
+import { dropPgSchema, freshSchemaName, openFreshPostgres, PG_SKIP, pgTestUrl as pgUrl, runStoreContract, sqliteFiles } from '../helpers/store-harness.ts';
+import { hubStoreContract, sampleDevice, sampleTwin } from './hub-store.contract.ts';
 
-const tmp = mkdtempSync(join(tmpdir(), 'homing-hub-store-'));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-let fileSeq = 0;
-const sqliteFile = (): string => join(tmp, `db${++fileSeq}`, 'homing.db');
-
-const pgUrl = process.env.HOMING_TEST_DATABASE_URL || process.env.DATABASE_URL || undefined;
-const PG_SKIP = 'PostgreSQL not configured: set HOMING_TEST_DATABASE_URL (or DATABASE_URL) to run this suite';
-
-function harness(s: OpenedStore, dispose: () => Promise<void> = () => s.close()): HubStoreHarness {
-  return { store: s.hub, close: dispose };
-}
-
-/** A fresh random schema per PostgreSQL run, dropped at the end (also when opening failed half-way). */
-async function openPostgres(url: string): Promise<{ store: OpenedStore; cfg: StoreConfig; drop(): Promise<void> }> {
-  const schema = `t_${randomBytes(6).toString('hex')}`;
-  const cfg: StoreConfig = { dialect: 'postgres', postgresUrl: url, postgresSchema: schema, poolSize: 4 };
-  const drop = async (): Promise<void> => {
-    const client = new pg.Client({ connectionString: url });
-    await client.connect();
-    try {
-      await client.query(`drop schema if exists "${schema}" cascade`);
-    } finally {
-      await client.end();
-    }
-  };
-  try {
-    return { store: await openStore(cfg), cfg, drop };
-  } catch (err) {
-    await drop();
-    throw err;
-  }
-}
+const sqliteFile = sqliteFiles('homing-hub-store-');
 
 /** A migration that fails half-way leaves neither its tables nor a history row behind. */
 async function checkFailedMigrationRollsBack(store: OpenedStore): Promise<void> {
@@ -61,26 +27,7 @@ async function checkFailedMigrationRollsBack(store: OpenedStore): Promise<void> 
   assert.deepEqual(await migrateToLatest(store.db, store.dialect), []);
 }
 
-hubStoreContract('sqlite', async () => harness(await openStore({ dialect: 'sqlite', sqlitePath: sqliteFile() })));
-
-hubStoreContract('sqlite :memory:', async () => harness(await openStore({ dialect: 'sqlite', sqlitePath: ':memory:' })));
-
-if (pgUrl !== undefined) {
-  hubStoreContract('postgres', async () => {
-    const { store, drop } = await openPostgres(pgUrl);
-    return harness(store, async () => {
-      try {
-        await store.close();
-      } finally {
-        await drop();
-      }
-    });
-  });
-} else {
-  describe('HubStore contract: postgres', { skip: PG_SKIP }, () => {
-    it('runs the contract on PostgreSQL', () => {});
-  });
-}
+runStoreContract(hubStoreContract, (s) => s.hub, { title: 'HubStore contract', sqliteFile });
 
 describe('openStore: sqlite', () => {
   it('creates the parent directory and sets the pragmas', async () => {
@@ -160,7 +107,7 @@ describe('openStore: sqlite', () => {
 
 describe('openStore: postgres', { skip: pgUrl === undefined ? PG_SKIP : false }, () => {
   it('shares one schema between stores, keeps data across reopen, and migrates once', async () => {
-    const { store: first, cfg, drop } = await openPostgres(pgUrl ?? '');
+    const { store: first, cfg, drop } = await openFreshPostgres(pgUrl ?? '');
     try {
       assert.equal(await first.hub.createDevice('pg.test', sampleDevice('keep'), sampleTwin('keep')), true);
       await first.close();
@@ -183,7 +130,7 @@ describe('openStore: postgres', { skip: pgUrl === undefined ? PG_SKIP : false },
   });
 
   it('rolls back a migration that fails half-way', async () => {
-    const { store, drop } = await openPostgres(pgUrl ?? '');
+    const { store, drop } = await openFreshPostgres(pgUrl ?? '');
     try {
       await checkFailedMigrationRollsBack(store);
     } finally {
@@ -193,7 +140,7 @@ describe('openStore: postgres', { skip: pgUrl === undefined ? PG_SKIP : false },
   });
 
   it('migrates a fresh schema once when several stores open it at the same time', async () => {
-    const schema = `t_${randomBytes(6).toString('hex')}`;
+    const schema = freshSchemaName();
     const cfg: StoreConfig = { dialect: 'postgres', postgresUrl: pgUrl ?? '', postgresSchema: schema, poolSize: 2 };
     const opened = await Promise.allSettled([openStore(cfg), openStore(cfg), openStore(cfg)]);
     try {
@@ -206,9 +153,7 @@ describe('openStore: postgres', { skip: pgUrl === undefined ? PG_SKIP : false },
       assert.deepEqual(history.rows.map((r) => r.name), migrations.map((m) => m.name));
     } finally {
       await Promise.all(opened.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
-      const client = new pg.Client({ connectionString: pgUrl });
-      await client.connect();
-      await client.query(`drop schema if exists "${schema}" cascade`).finally(() => client.end());
+      await dropPgSchema(pgUrl ?? '', schema);
     }
   });
 

@@ -1,8 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +12,7 @@ import { registerDpsDeviceApi } from '../../src/transport/http/dps-device-api.ts
 import { createHubRealm, startMqttListener, type MqttListener } from '../../src/transport/mqtt/listener.ts';
 import { uniqueLoopback } from '../helpers/ids.ts';
 import { createTestPki, type TestPki } from '../helpers/pki.ts';
+import { rawHttps, runDeviceScript, type DeviceStepResult as StepResult, type RawAnswer, type SymmetricKeyStep as Step } from '../helpers/sdk-steps.ts';
 import { createRuntimeFixture, newKey, TEST_RESPONSE_BUDGET_MS, type RuntimeFixture } from '../provisioning/runtime/fixture.ts';
 
 /**
@@ -33,86 +32,8 @@ function distinctLoopbacks(n: number): string[] {
   return [...out];
 }
 
-interface StepResult {
-  name: string;
-  ok: boolean;
-  result?: Record<string, unknown> & { assignedHub?: string; deviceId?: string; status?: string; substatus?: string; symmetricKey?: { enrollmentGroupId?: string } };
-  twin?: { desired: Record<string, unknown> };
-  error?: { name?: string; message?: string; ctor?: string; result?: unknown };
-}
-
-interface Step {
-  name: string;
-  host: string;
-  idScope: string;
-  registrationId: string;
-  key: string;
-  connect?: boolean;
-}
-
 function runDevice(steps: Step[], caFile: string, timeoutMs = 150_000): Promise<Map<string, StepResult>> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [DEVICE_SCRIPT, JSON.stringify(steps)], {
-      env: { ...process.env, NODE_EXTRA_CA_CERTS: caFile },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`device process timed out\nstdout:\n${out}\nstderr:\n${err}`));
-    }, timeoutMs);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      const results = new Map<string, StepResult>();
-      for (const line of out.split('\n').filter((l) => l.trim().length > 0)) {
-        const r = JSON.parse(line) as StepResult;
-        results.set(r.name, r);
-      }
-      if (code !== 0 || results.size !== steps.length) reject(new Error(`device process exited ${code}\nstdout:\n${out}\nstderr:\n${err}`));
-      else resolve(results);
-    });
-  });
-}
-
-interface RawAnswer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: string;
-}
-
-function raw(host: string, ca: string, method: string, path: string, o: { auth?: string; body?: string | Buffer } = {}): Promise<RawAnswer> {
-  return new Promise((resolve, reject) => {
-    const body = o.body === undefined ? undefined : Buffer.isBuffer(o.body) ? o.body : Buffer.from(o.body);
-    const req = request(
-      {
-        host,
-        port: 443,
-        ca,
-        method,
-        path,
-        agent: false,
-        timeout: 10_000,
-        headers: {
-          accept: 'application/json',
-          'content-type': 'application/json; charset=utf-8',
-          ...(o.auth ? { authorization: o.auth } : {}),
-          ...(body ? { 'content-length': String(body.length) } : {}),
-        },
-      },
-      (res) => {
-        let t = '';
-        res.on('data', (c: Buffer) => (t += c.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: t }));
-        res.on('error', reject);
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    req.end(body);
-  });
+  return runDeviceScript<StepResult>(DEVICE_SCRIPT, steps, caFile, { timeoutMs });
 }
 
 describe('DPS device SDK over HTTPS (official packages)', () => {
@@ -208,7 +129,7 @@ describe('DPS device SDK over HTTPS (official packages)', () => {
     }
     assert.equal(await f.hubs.get(hubAddr)!.findDevice('ind-off'), undefined);
     assert.equal(await f.hubs.get(hubAddr)!.findDevice('blk-7'), undefined);
-    const rawDisabled = await raw(dpsA, pki.ca.certPem, 'PUT', `/${f.idScope}/registrations/ind-off/register?api-version=2019-03-31`, {
+    const rawDisabled = await rawHttps(dpsA, pki.ca.certPem, 'PUT', `/${f.idScope}/registrations/ind-off/register?api-version=2019-03-31`, {
       auth: f.deviceSas('ind-off', off.attestation.symmetricKey!.primaryKey),
       body: JSON.stringify({ registrationId: 'ind-off' }),
     });
@@ -244,11 +165,11 @@ describe('DPS device SDK over HTTPS (official packages)', () => {
     const g = await f.addGroup('G-lookup');
     const key = f.derivedKey(g, 'look-1');
     const post = (id: string, k: string) =>
-      raw(dpsA, pki.ca.certPem, 'POST', `/${f.idScope}/registrations/${id}?api-version=2021-06-01`, { auth: f.deviceSas(id, k), body: JSON.stringify({ registrationId: id }) });
+      rawHttps(dpsA, pki.ca.certPem, 'POST', `/${f.idScope}/registrations/${id}?api-version=2021-06-01`, { auth: f.deviceSas(id, k), body: JSON.stringify({ registrationId: id }) });
     const before404 = await post('look-1', key);
     assert.equal(before404.status, 404);
     assert.equal(JSON.parse(before404.body).errorCode, 404202);
-    const reg = await raw(dpsA, pki.ca.certPem, 'PUT', `/${f.idScope}/registrations/look-1/register?api-version=2021-06-01`, { auth: f.deviceSas('look-1', key), body: JSON.stringify({ registrationId: 'look-1' }) });
+    const reg = await rawHttps(dpsA, pki.ca.certPem, 'PUT', `/${f.idScope}/registrations/look-1/register?api-version=2021-06-01`, { auth: f.deviceSas('look-1', key), body: JSON.stringify({ registrationId: 'look-1' }) });
     assert.equal(reg.status, 200, reg.body);
     const counts = await f.counts();
     const dev = await f.hubs.get(hubAddr)!.getTwinState('look-1');
@@ -271,7 +192,7 @@ describe('DPS device SDK over HTTPS (official packages)', () => {
     const key = (id: string) => f.derivedKey(g, id);
     const path = (id: string, q = 'api-version=2019-03-31') => `/${f.idScope}/registrations/${id}/register?${q}`;
     const put = (id: string, o: { auth?: string; body?: string | Buffer; q?: string; scope?: string } = {}) =>
-      raw(dpsA, pki.ca.certPem, 'PUT', o.scope ? `/${o.scope}/registrations/${id}/register` : path(id, o.q), {
+      rawHttps(dpsA, pki.ca.certPem, 'PUT', o.scope ? `/${o.scope}/registrations/${id}/register` : path(id, o.q), {
         auth: o.auth ?? f.deviceSas(id, key(id)),
         body: o.body ?? JSON.stringify({ registrationId: id }),
       });
@@ -285,7 +206,7 @@ describe('DPS device SDK over HTTPS (official packages)', () => {
       ['expired SAS', put('bad-1', { auth: f.deviceSas('bad-1', key('bad-1'), { expirySeconds: nowS - 600 }) }), 401, 401000],
       ['SAS for another registration id', put('bad-1', { auth: f.deviceSas('bad-2', key('bad-1')) }), 401, 401000],
       ['bad base64 in the signature', put('bad-1', { auth: goodSas.replace(/sig=[^&]+/, 'sig=%25%25not-base64%25') }), 401, 401000],
-      ['no Authorization', raw(dpsA, pki.ca.certPem, 'PUT', path('bad-1'), { body: JSON.stringify({ registrationId: 'bad-1' }) }), 401, 401000],
+      ['no Authorization', rawHttps(dpsA, pki.ca.certPem, 'PUT', path('bad-1'), { body: JSON.stringify({ registrationId: 'bad-1' }) }), 401, 401000],
       ['id with a bad last character', put('bad-1.', { body: JSON.stringify({ registrationId: 'bad-1.' }) }), 400, 400008],
       ['id outside the charset', put('bad%201', { body: JSON.stringify({ registrationId: 'bad 1' }) }), 400, 400008],
       ['id over 128 characters', put('b'.repeat(129), { body: JSON.stringify({ registrationId: 'b'.repeat(129) }) }), 400, 400008],

@@ -1,6 +1,5 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,9 +9,10 @@ import { silentLogger } from '../../src/observability/logger.ts';
 import { InProcessHubClientFactory } from '../../src/provisioning/hub-client-inprocess.ts';
 import { RegistrationService } from '../../src/provisioning/registration.ts';
 import { createHubRealm, startMqttListener, type MqttListener, type MqttRealm } from '../../src/transport/mqtt/listener.ts';
-import { createDpsRealm, type DpsMqttRuntime } from '../../src/transport/mqtt/dps/realm.ts';
+import { createDpsRealm } from '../../src/transport/mqtt/dps/realm.ts';
 import { ManualClock, realIds, uniqueLoopback } from '../helpers/ids.ts';
 import { createTestPki, type TestPki } from '../helpers/pki.ts';
+import { advanceOnThrottle, answerPayloads, answerTopics, runDeviceScript, spyingRealm, type DeviceStepResult, type PublishedMessage as Sent, type SymmetricKeyStep as Step } from '../helpers/sdk-steps.ts';
 import { createRuntimeFixture, newKey, type RuntimeFixture } from '../provisioning/runtime/fixture.ts';
 
 /**
@@ -27,96 +27,10 @@ import { createRuntimeFixture, newKey, type RuntimeFixture } from '../provisioni
  */
 const DEVICE_SCRIPT = fileURLToPath(new URL('./sdk/dps-mqtt-device.cjs', import.meta.url));
 
-interface StepResult {
-  name: string;
-  ok: boolean;
-  ms: number;
-  result?: { assignedHub?: string; deviceId?: string; status?: string; substatus?: string; symmetricKey?: { enrollmentGroupId?: string } };
-  twin?: { desired: Record<string, unknown> };
-  error?: { name?: string; message?: string; ctor?: string; result?: unknown };
-}
+type StepResult = DeviceStepResult & { ms: number };
 
-interface Step {
-  name: string;
-  host: string;
-  idScope: string;
-  registrationId: string;
-  key: string;
-  connect?: boolean;
-  payload?: Record<string, unknown>;
-}
-
-function runDevice(steps: Step[], caFile: string, timeoutMs = 120_000): Promise<Map<string, StepResult>> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [DEVICE_SCRIPT, JSON.stringify(steps)], {
-      env: { ...process.env, NODE_EXTRA_CA_CERTS: caFile },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`device process timed out\nstdout:\n${out}\nstderr:\n${err}`));
-    }, timeoutMs);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      const results = new Map<string, StepResult>();
-      for (const line of out.split('\n').filter((l) => l.trim().length > 0)) {
-        const r = JSON.parse(line) as StepResult;
-        results.set(r.name, r);
-      }
-      if (code !== 0 || results.size !== steps.length) reject(new Error(`device process exited ${String(code)}\nstdout:\n${out}\nstderr:\n${err}`));
-      else resolve(results);
-    });
-  });
-}
-
-interface Sent {
-  topic: string;
-  payload: string;
-}
-
-/** Wraps a realm so that every message it publishes is recorded under the connection's client id. */
-function spying(realm: MqttRealm, seen: Map<string, Sent[]>): MqttRealm {
-  return {
-    name: realm.name,
-    claims: (req) => realm.claims(req),
-    connect(req, link) {
-      const topics = seen.get(req.clientId) ?? [];
-      seen.set(req.clientId, topics);
-      return realm.connect(req, {
-        get id() {
-          return link.id;
-        },
-        get log() {
-          return link.log;
-        },
-        get metrics() {
-          return link.metrics;
-        },
-        get closed() {
-          return link.closed;
-        },
-        publish(topic, payload, qos) {
-          topics.push({ topic, payload: payload.toString() });
-          link.publish(topic, payload, qos);
-        },
-        close: (reason) => link.close(reason),
-      });
-    },
-  };
-}
-
-/** The response topics a device got, without the (random) request ids: `res/202/?retry-after=1`, `res/200/?`. */
-function answers(seen: Map<string, Sent[]>, clientId: string): string[] {
-  return (seen.get(clientId) ?? []).map((m) => m.topic.replace('$dps/registrations/', '').replace(/\$rid=[^&]*&?/, ''));
-}
-
-/** The JSON payloads a device got (every one must parse). */
-function payloads(seen: Map<string, Sent[]>, clientId: string): Record<string, unknown>[] {
-  return (seen.get(clientId) ?? []).map((m) => JSON.parse(m.payload) as Record<string, unknown>);
+function runDevice(steps: Step[], caFile: string): Promise<Map<string, StepResult>> {
+  return runDeviceScript<StepResult>(DEVICE_SCRIPT, steps, caFile);
 }
 
 describe('DPS device SDK over MQTT (official packages)', () => {
@@ -135,7 +49,7 @@ describe('DPS device SDK over MQTT (official packages)', () => {
   let throttled: RegistrationService;
 
   async function dpsListener(realm: MqttRealm): Promise<string> {
-    const l = await startMqttListener({ host: '127.0.0.1', port: 0, tls: { cert: pki.server.certPem, key: pki.server.keyPem, requestCert: true }, realms: [spying(realm, seen)], logger: silentLogger() });
+    const l = await startMqttListener({ host: '127.0.0.1', port: 0, tls: { cert: pki.server.certPem, key: pki.server.keyPem, requestCert: true }, realms: [spyingRealm(realm, seen)], logger: silentLogger() });
     dps.push(l);
     return `127.0.0.1:${l.address().port}`;
   }
@@ -163,18 +77,7 @@ describe('DPS device SDK over MQTT (official packages)', () => {
       readCacheMs: 0,
       limits: { registrationsPerMinute: 60 },
     });
-    const runtimeC: DpsMqttRuntime = {
-      async register(...args) {
-        try {
-          return await throttled.register(...args);
-        } catch (e) {
-          if ((e as { status?: number }).status === 429) throttleClock.advance(1000);
-          throw e;
-        }
-      },
-      operationStatus: (...args) => throttled.operationStatus(...args),
-    };
-    hostC = await dpsListener(createDpsRealm(runtimeC, { logger: silentLogger(), responseBudgetMs: 30_000 }));
+    hostC = await dpsListener(createDpsRealm(advanceOnThrottle(throttled, throttleClock), { logger: silentLogger(), responseBudgetMs: 30_000 }));
   });
 
   after(async () => {
@@ -202,7 +105,7 @@ describe('DPS device SDK over MQTT (official packages)', () => {
     assert.equal(r.result!.substatus, 'initialAssignment');
     assert.deepEqual(r.result!.symmetricKey, { enrollmentGroupId: 'G1' });
     assert.equal(r.twin!.desired.mode, 'eco');
-    assert.deepEqual(answers(seen, 'grp-dev-1'), ['res/200/?']);
+    assert.deepEqual(answerTopics(seen, 'grp-dev-1'), ['res/200/?']);
     assert.deepEqual((await f.hubs.get(hubAddr)!.getTwinState('grp-dev-1')).twin.tags, { site: 'A' });
   });
 
@@ -213,7 +116,7 @@ describe('DPS device SDK over MQTT (official packages)', () => {
     assert.equal(r.result!.deviceId, 'custom-7');
     assert.equal(r.result!.assignedHub, hubAddr);
     assert.ok(r.twin);
-    assert.deepEqual(answers(seen, 'ind-1'), ['res/200/?']);
+    assert.deepEqual(answerTopics(seen, 'ind-1'), ['res/200/?']);
   });
 
   test('disabled enrollment: the SDK rejects ("status is disabled") and the hub has no device', async () => {
@@ -221,8 +124,8 @@ describe('DPS device SDK over MQTT (official packages)', () => {
     const r = await one(step('disabled', hostA, 'ind-off', off.attestation.symmetricKey!.primaryKey));
     assert.equal(r.ok, false);
     assert.match(r.error!.message!, /status is disabled/);
-    assert.deepEqual(answers(seen, 'ind-off'), ['res/200/?']);
-    assert.equal(payloads(seen, 'ind-off')[0]!.status, 'disabled');
+    assert.deepEqual(answerTopics(seen, 'ind-off'), ['res/200/?']);
+    assert.equal(answerPayloads(seen, 'ind-off')[0]!.status, 'disabled');
     assert.equal(await f.hubs.get(hubAddr)!.findDevice('ind-off'), undefined);
   });
 
@@ -233,8 +136,8 @@ describe('DPS device SDK over MQTT (official packages)', () => {
     assert.equal(r.ok, false);
     assert.equal(r.error!.ctor, 'UnauthorizedError', JSON.stringify(r.error));
     assert.ok(r.ms < 25_000, `took ${r.ms} ms`);
-    assert.deepEqual(answers(seen, 'grp-wrong-1'), ['res/401/?']);
-    assert.equal(payloads(seen, 'grp-wrong-1')[0]!.errorCode, 401000);
+    assert.deepEqual(answerTopics(seen, 'grp-wrong-1'), ['res/401/?']);
+    assert.equal(answerPayloads(seen, 'grp-wrong-1')[0]!.errorCode, 401000);
     assert.deepEqual(await f.counts(), before);
   });
 
@@ -244,7 +147,7 @@ describe('DPS device SDK over MQTT (official packages)', () => {
     assert.ok(r.ok, JSON.stringify(r.error));
     assert.equal(r.result!.status, 'assigned');
     assert.equal(r.result!.deviceId, 'poll-1');
-    const a = answers(seen, 'poll-1');
+    const a = answerTopics(seen, 'poll-1');
     assert.equal(a[0], 'res/202/?retry-after=1');
     assert.equal(a.at(-1), 'res/200/?');
     assert.ok(a.length >= 2 && a.slice(1, -1).every((t) => t === 'res/202/?retry-after=1'), JSON.stringify(a));
@@ -261,8 +164,8 @@ describe('DPS device SDK over MQTT (official packages)', () => {
     assert.ok(r.ok, JSON.stringify(r.error));
     assert.equal(r.result!.status, 'assigned');
     assert.equal(r.result!.deviceId, 'thr-1');
-    assert.deepEqual(answers(seen, 'thr-1'), ['res/429/?retry-after=1', 'res/200/?']);
-    const [busy, done] = payloads(seen, 'thr-1');
+    assert.deepEqual(answerTopics(seen, 'thr-1'), ['res/429/?retry-after=1', 'res/200/?']);
+    const [busy, done] = answerPayloads(seen, 'thr-1');
     assert.equal(busy!.errorCode, 429001);
     assert.ok(typeof busy!.trackingId === 'string' && typeof busy!.timestampUtc === 'string' && typeof busy!.message === 'string');
     assert.equal(done!.status, 'assigned');

@@ -1,8 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,9 +15,10 @@ import { RegistrationService } from '../../src/provisioning/registration.ts';
 import { createHttpsApp } from '../../src/transport/http/app.ts';
 import { registerDpsDeviceApi } from '../../src/transport/http/dps-device-api.ts';
 import { createDpsRealm, type DpsMqttRuntime } from '../../src/transport/mqtt/dps/realm.ts';
-import { startMqttListener, type MqttListener, type MqttRealm } from '../../src/transport/mqtt/listener.ts';
+import { startMqttListener, type MqttListener } from '../../src/transport/mqtt/listener.ts';
 import { ManualClock, realIds, uniqueLoopback } from '../helpers/ids.ts';
 import { createTestPki, type TestPki } from '../helpers/pki.ts';
+import { advanceOnThrottle, answerPayloads, answerTopics, rawHttps, runDeviceScript, spyingRealm, type DeviceStepResult as StepResult, type PublishedMessage, type SymmetricKeyStep as Step } from '../helpers/sdk-steps.ts';
 import { createRuntimeFixture, type RuntimeFixture } from '../provisioning/runtime/fixture.ts';
 
 /**
@@ -33,95 +32,8 @@ import { createRuntimeFixture, type RuntimeFixture } from '../provisioning/runti
 const HTTP_DEVICE = fileURLToPath(new URL('../provisioning/runtime/support/dps-sdk-device.cjs', import.meta.url));
 const MQTT_DEVICE = fileURLToPath(new URL('./sdk/dps-mqtt-device.cjs', import.meta.url));
 
-interface Step {
-  name: string;
-  host: string;
-  idScope: string;
-  registrationId: string;
-  key: string;
-}
-
-interface StepResult {
-  name: string;
-  ok: boolean;
-  result?: { assignedHub?: string; deviceId?: string; status?: string };
-  error?: { name?: string; message?: string; ctor?: string };
-}
-
-function runDevice(script: string, steps: Step[], caFile: string, timeoutMs = 120_000): Promise<Map<string, StepResult>> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script, JSON.stringify(steps)], { env: { ...process.env, NODE_EXTRA_CA_CERTS: caFile }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`device process timed out\nstdout:\n${out}\nstderr:\n${err}`));
-    }, timeoutMs);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      const results = new Map<string, StepResult>();
-      for (const line of out.split('\n').filter((l) => l.trim().length > 0)) {
-        const r = JSON.parse(line) as StepResult;
-        results.set(r.name, r);
-      }
-      if (code !== 0 || results.size !== steps.length) reject(new Error(`device process exited ${String(code)}\nstdout:\n${out}\nstderr:\n${err}`));
-      else resolve(results);
-    });
-  });
-}
-
-interface RawAnswer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: string;
-}
-
-function rawPut(host: string, ca: string, path: string, body: string): Promise<RawAnswer> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { host, port: 443, ca, method: 'PUT', path, agent: false, headers: { 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) } },
-      (res) => {
-        let t = '';
-        res.on('data', (c: Buffer) => (t += c.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: t }));
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
-/** Wraps a realm so that the topics and payloads it publishes are recorded per client id. */
-function spying(realm: MqttRealm, seen: Map<string, { topic: string; payload: string }[]>): MqttRealm {
-  return {
-    name: realm.name,
-    claims: (req) => realm.claims(req),
-    connect(req, link) {
-      const list = seen.get(req.clientId) ?? [];
-      seen.set(req.clientId, list);
-      return realm.connect(req, {
-        get id() {
-          return link.id;
-        },
-        get log() {
-          return link.log;
-        },
-        get metrics() {
-          return link.metrics;
-        },
-        get closed() {
-          return link.closed;
-        },
-        publish(topic, payload, qos) {
-          list.push({ topic, payload: payload.toString() });
-          link.publish(topic, payload, qos);
-        },
-        close: (reason) => link.close(reason),
-      });
-    },
-  };
+function runDevice(script: string, steps: Step[], caFile: string): Promise<Map<string, StepResult>> {
+  return runDeviceScript<StepResult>(script, steps, caFile);
 }
 
 describe('quotas and overload protection with the official DPS device SDKs', () => {
@@ -134,7 +46,7 @@ describe('quotas and overload protection with the official DPS device SDKs', () 
   const httpAnswers: number[] = [];
   const mqtt: MqttListener[] = [];
   const services: RegistrationService[] = [];
-  const seen = new Map<string, { topic: string; payload: string }[]>();
+  const seen = new Map<string, PublishedMessage[]>();
 
   /** A registration service with its own quota buckets (service defaults `defaults`) on the fixture's instance. */
   function service(clock: ManualClock, defaults: InstanceQuotaSettings): RegistrationService {
@@ -152,14 +64,14 @@ describe('quotas and overload protection with the official DPS device SDKs', () 
   }
 
   async function mqttListener(runtime: DpsMqttRuntime): Promise<string> {
-    const realm = spying(createDpsRealm(runtime, { logger: silentLogger(), responseBudgetMs: 30_000 }), seen);
+    const realm = spyingRealm(createDpsRealm(runtime, { logger: silentLogger(), responseBudgetMs: 30_000 }), seen);
     const l = await startMqttListener({ host: '127.0.0.1', port: 0, tls: { cert: pki.server.certPem, key: pki.server.keyPem, requestCert: true }, realms: [realm], logger: silentLogger() });
     mqtt.push(l);
     return `127.0.0.1:${l.address().port}`;
   }
 
-  const answers = (clientId: string): string[] => (seen.get(clientId) ?? []).map((m) => m.topic.replace('$dps/registrations/', '').replace(/\$rid=[^&]*&?/, ''));
-  const payloads = (clientId: string): Record<string, unknown>[] => (seen.get(clientId) ?? []).map((m) => JSON.parse(m.payload) as Record<string, unknown>);
+  const answers = (clientId: string): string[] => answerTopics(seen, clientId);
+  const payloads = (clientId: string): Record<string, unknown>[] => answerPayloads(seen, clientId);
 
   before(async () => {
     pki = await createTestPki([dpsHost]);
@@ -188,9 +100,9 @@ describe('quotas and overload protection with the official DPS device SDKs', () 
 
     // The one registration of this minute.
     const path = (id: string) => `/${f.idScope}/registrations/${id}/register?api-version=2021-06-01`;
-    assert.equal((await rawPut(dpsHost, pki.ca.certPem, path('drain-1'), JSON.stringify({ registrationId: 'drain-1' }))).status, 401);
+    assert.equal((await rawHttps(dpsHost, pki.ca.certPem, 'PUT', path('drain-1'), { body: JSON.stringify({ registrationId: 'drain-1' }) })).status, 401);
     // Raw HTTPS: the wire shape of a 429.
-    const raw = await rawPut(dpsHost, pki.ca.certPem, path('raw-1'), JSON.stringify({ registrationId: 'raw-1' }));
+    const raw = await rawHttps(dpsHost, pki.ca.certPem, 'PUT', path('raw-1'), { body: JSON.stringify({ registrationId: 'raw-1' }) });
     assert.equal(raw.status, 429);
     assert.match(String(raw.headers['content-type']), /application\/json/);
     assert.equal(raw.headers['retry-after'], '60');
@@ -211,19 +123,8 @@ describe('quotas and overload protection with the official DPS device SDKs', () 
     const clock = new ManualClock(Date.now());
     // 60 per minute: after the burst, one unit frees up every second (retry-after=1).
     const s = service(clock, { registrationsPerMinute: 60 });
-    const runtime: DpsMqttRuntime = {
-      async register(...args) {
-        try {
-          return await s.register(...args);
-        } catch (e) {
-          // The SDK retries a real second later; the quota clock moves that second on when the 429 is answered.
-          if ((e as { status?: number }).status === 429) clock.advance(1000);
-          throw e;
-        }
-      },
-      operationStatus: (...args) => s.operationStatus(...args),
-    };
-    const host = await mqttListener(runtime);
+    // The SDK retries a real second later; the quota clock moves that second on when the 429 is answered.
+    const host = await mqttListener(advanceOnThrottle(s, clock));
     const g = await f.addGroup('G-mqtt-quota');
     for (let i = 0; i < 60; i++) await assert.rejects(s.register(f.idScope, 'drain-2', { registrationId: 'drain-2' }, { kind: 'none' }), { status: 401 });
     const r = (await runDevice(MQTT_DEVICE, [{ name: 'quota', host, idScope: f.idScope, registrationId: 'thr-mqtt-1', key: f.derivedKey(g, 'thr-mqtt-1') }], caFile)).get('quota')!;

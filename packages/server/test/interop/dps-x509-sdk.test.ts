@@ -1,6 +1,5 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
@@ -18,6 +17,7 @@ import { createDpsRealm } from '../../src/transport/mqtt/dps/realm.ts';
 import { issueCertificate, type IssuedCert } from '../../src/transport/tls/pki.ts';
 import { uniqueLoopback } from '../helpers/ids.ts';
 import { createTestPki, type TestPki } from '../helpers/pki.ts';
+import { runDeviceScript } from '../helpers/sdk-steps.ts';
 import { createX509Fixture, leaf, makeChain, x509Individual, type Chain, type X509Fixture } from '../provisioning/x509/fixture.ts';
 
 /**
@@ -63,30 +63,8 @@ describe('DPS device SDK with X.509 attestation (official packages)', () => {
   let chain: Chain;
   let stepNo = 0;
 
-  function runDevice(steps: Step[], timeoutMs = 120_000): Promise<Map<string, StepResult>> {
-    const file = join(dir, `steps-${++stepNo}.json`);
-    writeFileSync(file, JSON.stringify(steps), { mode: 0o600 });
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [DEVICE_SCRIPT, file], { env: { ...process.env, NODE_EXTRA_CA_CERTS: caFile }, stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      let err = '';
-      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-      child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL');
-        reject(new Error(`device process timed out\nstdout:\n${out}\nstderr:\n${err}`));
-      }, timeoutMs);
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        const results = new Map<string, StepResult>();
-        for (const line of out.split('\n').filter((l) => l.trim().length > 0)) {
-          const r = JSON.parse(line) as StepResult;
-          results.set(r.name, r);
-        }
-        if (code !== 0 || results.size !== steps.length) reject(new Error(`device process exited ${String(code)}\nstdout:\n${out}\nstderr:\n${err}`));
-        else resolve(results);
-      });
-    });
+  function runDevice(steps: Step[]): Promise<Map<string, StepResult>> {
+    return runDeviceScript<StepResult>(DEVICE_SCRIPT, steps, caFile, { stepsFile: join(dir, `steps-${++stepNo}.json`) });
   }
 
   async function one(s: Omit<Step, 'idScope'>): Promise<StepResult> {

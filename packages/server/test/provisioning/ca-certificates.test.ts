@@ -1,9 +1,8 @@
 import { afterEach, before, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes, webcrypto, X509Certificate } from 'node:crypto';
+import { webcrypto, X509Certificate } from 'node:crypto';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
-import pg from 'pg';
 import { validateDeviceChain } from '../../src/core/x509-chain.ts';
 import { CaCertificateService, MAX_CA_CERTIFICATES, caCertificateToJson, loadCaTrustMaterial } from '../../src/provisioning/ca-certificates.ts';
 import { certificateInfo } from '../../src/provisioning/enrollments/x509.ts';
@@ -11,11 +10,12 @@ import { openStore, type OpenedStore } from '../../src/store/open.ts';
 import { issueCertificate, type IssuedCert } from '../../src/transport/tls/pki.ts';
 import { issueDeviceCert } from '../helpers/pki.ts';
 import { ManualClock, realIds } from '../helpers/ids.ts';
+import { closeAndDrop, openFreshPostgres, pgTestUrl } from '../helpers/store-harness.ts';
 import { rejectsWith } from './fixtures.ts';
 
 const DAY = 86_400_000;
 const INSTANCE = 'homing-test';
-const pgUrl = process.env.HOMING_TEST_DATABASE_URL || process.env.DATABASE_URL || undefined;
+const pgUrl = pgTestUrl;
 
 type X509Crypto = Parameters<typeof x509.X509CrlGenerator.create>[1];
 
@@ -45,21 +45,8 @@ async function openSqlite(): Promise<Opened> {
 }
 
 async function openPg(url: string): Promise<Opened> {
-  const schema = `t_${randomBytes(6).toString('hex')}`;
-  const store = await openStore({ dialect: 'postgres', postgresUrl: url, postgresSchema: schema, poolSize: 4 });
-  return {
-    store,
-    drop: async () => {
-      await store.close();
-      const client = new pg.Client({ connectionString: url });
-      await client.connect();
-      try {
-        await client.query(`drop schema if exists "${schema}" cascade`);
-      } finally {
-        await client.end();
-      }
-    },
-  };
+  const fresh = await openFreshPostgres(url);
+  return { store: fresh.store, drop: () => closeAndDrop(fresh) };
 }
 
 const dialects: Array<[string, (() => Promise<Opened>) | undefined]> = [

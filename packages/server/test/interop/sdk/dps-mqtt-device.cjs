@@ -11,13 +11,11 @@ const { Mqtt: ProvisioningMqtt } = require('azure-iot-provisioning-device-mqtt')
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { Client } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
+const { readTwin, runDeviceSteps, withTimeout } = require('./steps.cjs');
 
 const steps = JSON.parse(process.argv[2]);
-const report = (o) => process.stdout.write(`${JSON.stringify(o)}\n`);
 // Longer than the SDK's own 30 s request timeout, so a server that never answers shows up as the SDK's TimeoutError.
 const REGISTER_TIMEOUT_MS = 45000;
-const withTimeout = (p, ms, what) =>
-  Promise.race([p, new Promise((_, rej) => setTimeout(() => rej(new Error(`timeout: ${what}`)), ms).unref())]);
 
 async function run(step) {
   const security = new SymmetricKeySecurityClient(step.registrationId, step.key);
@@ -27,36 +25,9 @@ async function run(step) {
   const out = { name: step.name, ok: true, result };
   if (step.connect) {
     const cs = `HostName=${result.assignedHub};DeviceId=${result.deviceId};SharedAccessKey=${step.key}`;
-    const device = Client.fromConnectionString(cs, Mqtt);
-    try {
-      await withTimeout(device.open(), 15000, 'open');
-      const twin = await withTimeout(device.getTwin(), 15000, 'getTwin');
-      out.twin = { desired: { ...twin.properties.desired } };
-    } finally {
-      await withTimeout(device.close(), 5000, 'close').catch(() => undefined);
-    }
+    out.twin = await readTwin(Client.fromConnectionString(cs, Mqtt));
   }
   return out;
 }
 
-(async () => {
-  for (const step of steps) {
-    const started = Date.now();
-    try {
-      report({ ...(await run(step)), ms: Date.now() - started });
-    } catch (e) {
-      report({
-        name: step.name,
-        ok: false,
-        ms: Date.now() - started,
-        error: { name: e && e.name, message: e && e.message, ctor: e && e.constructor && e.constructor.name, result: e && e.result },
-      });
-    }
-  }
-})().then(
-  () => process.exit(0),
-  (e) => {
-    report({ name: 'fatal', ok: false, error: { message: String(e) } });
-    process.exit(1);
-  },
-);
+runDeviceSteps(steps, run);

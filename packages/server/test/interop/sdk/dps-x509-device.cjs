@@ -14,12 +14,10 @@ const { Mqtt: ProvisioningMqtt } = require('azure-iot-provisioning-device-mqtt')
 const { X509Security } = require('azure-iot-security-x509');
 const { Client } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
+const { readTwin, runDeviceSteps, withTimeout } = require('./steps.cjs');
 
 const steps = JSON.parse(readFileSync(process.argv[2], 'utf8'));
-const report = (o) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const REGISTER_TIMEOUT_MS = 45000;
-const withTimeout = (p, ms, what) =>
-  Promise.race([p, new Promise((_, rej) => setTimeout(() => rej(new Error(`timeout: ${what}`)), ms).unref())]);
 
 async function run(step) {
   const security = new X509Security(step.registrationId, { cert: step.cert, key: step.key });
@@ -31,35 +29,9 @@ async function run(step) {
     // With x509=true the SDK dials HostName itself (GatewayHostName is ignored): the hub listens on 8883.
     const device = Client.fromConnectionString(`HostName=${result.assignedHub};DeviceId=${result.deviceId};x509=true`, Mqtt);
     device.setOptions({ cert: step.cert, key: step.key });
-    try {
-      await withTimeout(device.open(), 15000, 'open');
-      const twin = await withTimeout(device.getTwin(), 15000, 'getTwin');
-      out.twin = { desired: { ...twin.properties.desired } };
-    } finally {
-      await withTimeout(device.close(), 5000, 'close').catch(() => undefined);
-    }
+    out.twin = await readTwin(device);
   }
   return out;
 }
 
-(async () => {
-  for (const step of steps) {
-    const started = Date.now();
-    try {
-      report({ ...(await run(step)), ms: Date.now() - started });
-    } catch (e) {
-      report({
-        name: step.name,
-        ok: false,
-        ms: Date.now() - started,
-        error: { name: e && e.name, message: e && e.message, ctor: e && e.constructor && e.constructor.name, result: e && e.result },
-      });
-    }
-  }
-})().then(
-  () => process.exit(0),
-  (e) => {
-    report({ name: 'fatal', ok: false, error: { message: String(e) } });
-    process.exit(1);
-  },
-);
+runDeviceSteps(steps, run);

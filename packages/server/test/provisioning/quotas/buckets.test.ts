@@ -1,38 +1,21 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
-import { openStore, type OpenedStore } from '../../../src/store/open.ts';
+import { openStore } from '../../../src/store/open.ts';
 import { KyselyQuotaBuckets } from '../../../src/store/kysely/quota-store.ts';
 import { MemoryQuotaBuckets } from '../../../src/store/quota-memory.ts';
 import { openQuotaBuckets } from '../../../src/store/quota-open.ts';
 import type { QuotaBucketStore, RateLimit } from '../../../src/store/quota-ports.ts';
+import { openFreshPostgres, pgTestUrl as pgUrl } from '../../helpers/store-harness.ts';
 
 /**
  * Contract of the QuotaBucketStore port, run on every adapter: memory, the Kysely table on SQLite, and the Kysely
  * table on PostgreSQL (when HOMING_TEST_DATABASE_URL is set). Times are passed in: no clock, no sleeps.
  */
-const pgUrl = process.env.HOMING_TEST_DATABASE_URL || process.env.DATABASE_URL || undefined;
-
 interface Harness {
   buckets: QuotaBucketStore;
   /** A second handle on the same buckets (another pool, as another process would have), when the adapter has one. */
   other?: QuotaBucketStore;
   close(): Promise<void>;
-}
-
-async function openPg(url: string): Promise<{ store: OpenedStore; schema: string; drop(): Promise<void> }> {
-  const schema = `t_${randomBytes(6).toString('hex')}`;
-  const drop = async (): Promise<void> => {
-    const client = new pg.Client({ connectionString: url });
-    await client.connect();
-    try {
-      await client.query(`drop schema if exists "${schema}" cascade`);
-    } finally {
-      await client.end();
-    }
-  };
-  return { store: await openStore({ dialect: 'postgres', postgresUrl: url, postgresSchema: schema, poolSize: 8 }), schema, drop };
 }
 
 const T0 = Date.parse('2026-01-01T00:00:00Z');
@@ -130,7 +113,7 @@ contract('kysely on sqlite', async () => {
 contract(
   'kysely on postgres',
   async () => {
-    const a = await openPg(pgUrl ?? '');
+    const a = await openFreshPostgres(pgUrl ?? '', { poolSize: 8 });
     const second = await openStore({ dialect: 'postgres', postgresUrl: pgUrl ?? '', postgresSchema: a.schema, poolSize: 8 });
     return {
       buckets: openQuotaBuckets(a.store),

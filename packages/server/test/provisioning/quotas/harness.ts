@@ -4,7 +4,7 @@ import { buildSas } from '../../../src/core/sas.ts';
 import { silentLogger } from '../../../src/observability/logger.ts';
 import { EnrollmentService, RegistrationRecordService } from '../../../src/provisioning/enrollments.ts';
 import type { InProcessHubClientFactory } from '../../../src/provisioning/hub-client-inprocess.ts';
-import type { HubClient, HubClientFactory } from '../../../src/provisioning/hub-client.ts';
+import type { HubClientFactory } from '../../../src/provisioning/hub-client.ts';
 import { InstanceService, StoreInstanceResolver } from '../../../src/provisioning/instances.ts';
 import type { EnrollmentGroup, InstanceQuotaSettings, ProvisioningInstance } from '../../../src/provisioning/model.ts';
 import { GuardedDeviceRuntime, OverloadGuard, type LagSource, type OverloadSettings } from '../../../src/provisioning/quotas/overload.ts';
@@ -17,6 +17,7 @@ import { registerDpsServiceApi } from '../../../src/transport/http/dps-service-a
 import { registerQuotaApi } from '../../../src/transport/http/quota-api.ts';
 import { ManualClock, realIds } from '../../helpers/ids.ts';
 import { createRuntimeFixture, type RuntimeFixture } from '../runtime/fixture.ts';
+import { wrapHubClients } from '../../helpers/wrapped-hub-clients.ts';
 
 /**
  * A provisioning instance (in-memory SQLite, in-process hubs) served the way server.ts serves it: the DPS service
@@ -170,32 +171,14 @@ export function body(r: LightMyRequestResponse): Record<string, unknown> {
 
 /** Hub clients whose device writes wait for `gate`: registrations stay in flight (assigning) until it opens. */
 export function heldHubClients(gate: Promise<void>): (inner: HubClientFactory) => HubClientFactory {
-  return (inner) => ({
-    forHub(hub) {
-      const c = inner.forHub(hub);
-      const held: HubClient = {
-        hubName: c.hubName,
-        getDevice: (id) => c.getDevice(id),
-        provisionDevice: async (req) => {
-          await gate;
-          return c.provisionDevice(req);
-        },
-        patchTwin: (id, twin, etag) => c.patchTwin(id, twin, etag),
-        getDeviceState: (id) => c.getDeviceState(id),
-        importDeviceState: (req) => c.importDeviceState(req),
-        setDeviceStatus: (id, st) => c.setDeviceStatus(id, st),
-        deleteDevice: (id, etag) => c.deleteDevice(id, etag),
-        close: () => c.close(),
-      };
-      return held;
-    },
-    close: () => inner.close(),
-  });
+  return (inner) =>
+    wrapHubClients(inner, {
+      provisionDevice: async (c, req) => {
+        await gate;
+        return c.provisionDevice(req);
+      },
+    });
 }
 
 /** A gate: a promise and the function that opens it. */
-export function gate(): { promise: Promise<void>; open: () => void } {
-  let open: () => void = () => undefined;
-  const promise = new Promise<void>((resolve) => (open = resolve));
-  return { promise, open };
-}
+export { gate } from '../../helpers/wrapped-hub-clients.ts';

@@ -1,13 +1,12 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { isoTime } from '../../../src/core/clock.ts';
 import { openStore } from '../../../src/store/open.ts';
 import type { EnrollmentGroup, ProvisioningInstance } from '../../../src/provisioning/model.ts';
 import { realIds } from '../../helpers/ids.ts';
+import { dropPgSchema, freshSchemaName, pgTestUrl as pgUrl } from '../../helpers/store-harness.ts';
 import { newKey, ownerPolicy } from '../runtime/fixture.ts';
 
 /**
@@ -15,7 +14,6 @@ import { newKey, ownerPolicy } from '../runtime/fixture.ts';
  * and a DPS device API on the same schema (support/quota-worker.ts) and fires registrations at once; together they
  * get exactly the limit accepted. Their clocks are frozen at the same instant, so only the shared bucket decides.
  */
-const pgUrl = process.env.HOMING_TEST_DATABASE_URL || process.env.DATABASE_URL || undefined;
 const WORKER = fileURLToPath(new URL('./support/quota-worker.ts', import.meta.url));
 const REPO_ROOT = fileURLToPath(new URL('../../../../../', import.meta.url));
 
@@ -51,7 +49,7 @@ function startWorker(args: Record<string, unknown>): { child: ChildProcess; read
 describe('two processes on one PostgreSQL database share the registration quota', { skip: pgUrl === undefined ? 'set HOMING_TEST_DATABASE_URL to run on PostgreSQL' : false }, () => {
   it('together they accept exactly registrationsPerMinute within the window', { timeout: 120_000 }, async (t) => {
     const url = pgUrl ?? '';
-    const schema = `t_${randomBytes(6).toString('hex')}`;
+    const schema = freshSchemaName();
     const store = await openStore({ dialect: 'postgres', postgresUrl: url, postgresSchema: schema, poolSize: 2 });
     const workers: ReturnType<typeof startWorker>[] = [];
     try {
@@ -99,13 +97,7 @@ describe('two processes on one PostgreSQL database share the registration quota'
     } finally {
       for (const w of workers) if (w.child.exitCode === null) w.child.kill('SIGKILL');
       await store.close();
-      const client = new pg.Client({ connectionString: url });
-      await client.connect();
-      try {
-        await client.query(`drop schema if exists "${schema}" cascade`);
-      } finally {
-        await client.end();
-      }
+      await dropPgSchema(url, schema);
     }
   });
 });

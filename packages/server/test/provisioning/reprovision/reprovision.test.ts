@@ -3,11 +3,13 @@ import assert from 'node:assert/strict';
 import type { LightMyRequestResponse } from 'fastify';
 import type { AllocationContext } from '../../../src/core/allocation.ts';
 import type { JsonObject } from '../../../src/core/json.ts';
-import type { HubClient, HubClientFactory, HubFailure } from '../../../src/provisioning/hub-client.ts';
+import type { HubClientFactory, HubFailure } from '../../../src/provisioning/hub-client.ts';
 import type { EnrollmentGroup, HubMove } from '../../../src/provisioning/model.ts';
 import { RegistrationService } from '../../../src/provisioning/registration.ts';
 import { silentLogger } from '../../../src/observability/logger.ts';
 import { realIds } from '../../helpers/ids.ts';
+import { dropPgSchema } from '../../helpers/store-harness.ts';
+import { wrapHubClients } from '../../helpers/wrapped-hub-clients.ts';
 import { createRuntimeFixture, type FixtureOptions, type RuntimeFixture } from '../runtime/fixture.ts';
 
 /**
@@ -220,29 +222,15 @@ test('scenarios 23 and 26: custom allocation under never gets only the current h
 /** Hub clients whose importDeviceState waits for a gate, or fails with the given failures first. */
 function scripted(o: { gate?: Promise<void>; failImports?: HubFailure[] }): (inner: HubClientFactory) => HubClientFactory {
   const failures = [...(o.failImports ?? [])];
-  return (inner) => ({
-    forHub(hub) {
-      const c = inner.forHub(hub);
-      const wrapped: HubClient = {
-        hubName: c.hubName,
-        getDevice: (id) => c.getDevice(id),
-        provisionDevice: (req) => c.provisionDevice(req),
-        patchTwin: (id, t, e) => c.patchTwin(id, t, e),
-        getDeviceState: (id) => c.getDeviceState(id),
-        importDeviceState: async (req) => {
-          await o.gate;
-          const f = failures.shift();
-          if (f) return { ok: false, failure: f };
-          return c.importDeviceState(req);
-        },
-        setDeviceStatus: (id, st) => c.setDeviceStatus(id, st),
-        deleteDevice: (id, e) => c.deleteDevice(id, e),
-        close: () => c.close(),
-      };
-      return wrapped;
-    },
-    close: () => inner.close(),
-  });
+  return (inner) =>
+    wrapHubClients(inner, {
+      importDeviceState: async (c, req) => {
+        await o.gate;
+        const f = failures.shift();
+        if (f) return { ok: false, failure: f };
+        return c.importDeviceState(req);
+      },
+    });
 }
 
 test('during a move the registration and the operation read assigning; two registrations of the device make one move', async () => {
@@ -409,10 +397,6 @@ test('two nodes on one PostgreSQL store: concurrent registrations of one device 
   } finally {
     await other.stop();
     await f.close();
-    const pg = (await import('pg')).default;
-    const c = new pg.Client({ connectionString: PG_URL });
-    await c.connect();
-    await c.query(`drop schema if exists "${schema}" cascade`);
-    await c.end();
+    await dropPgSchema(PG_URL!, schema);
   }
 });

@@ -2,10 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { LightMyRequestResponse } from 'fastify';
 import { silentLogger } from '../../../src/observability/logger.ts';
-import type { HubClient, HubClientFactory } from '../../../src/provisioning/hub-client.ts';
 import { InProcessHubClientFactory } from '../../../src/provisioning/hub-client-inprocess.ts';
 import { RegistrationService } from '../../../src/provisioning/registration.ts';
 import { realIds } from '../../helpers/ids.ts';
+import { gatedHubClients } from '../../helpers/wrapped-hub-clients.ts';
 import { createRuntimeFixture, TEST_RESPONSE_BUDGET_MS, type FixtureOptions, type RuntimeFixture } from './fixture.ts';
 
 /**
@@ -51,39 +51,6 @@ async function withFixture(o: FixtureOptions, fn: (f: RuntimeFixture) => Promise
   }
 }
 
-/** Device writes wait for `open()`; `writes()` counts them. */
-function gated(inner: HubClientFactory): { factory: HubClientFactory; open: () => void; writes: () => number } {
-  let release!: () => void;
-  const gate = new Promise<void>((r) => (release = r));
-  let writes = 0;
-  return {
-    open: () => release(),
-    writes: () => writes,
-    factory: {
-      forHub(h) {
-        const c = inner.forHub(h);
-        const wrapped: HubClient = {
-          hubName: c.hubName,
-          getDevice: (id) => c.getDevice(id),
-          provisionDevice: async (req) => {
-            writes++;
-            await gate;
-            return c.provisionDevice(req);
-          },
-          patchTwin: (id, t, e) => c.patchTwin(id, t, e),
-          getDeviceState: (id) => c.getDeviceState(id),
-          importDeviceState: (req) => c.importDeviceState(req),
-          setDeviceStatus: (id, st) => c.setDeviceStatus(id, st),
-          deleteDevice: (id, e) => c.deleteDevice(id, e),
-          close: () => c.close(),
-        };
-        return wrapped;
-      },
-      close: () => inner.close(),
-    },
-  };
-}
-
 /** Waits until `cond` holds (checked every few ms, at most 10 s): no fixed sleeps. */
 async function until(cond: () => boolean, what: string): Promise<void> {
   const deadline = Date.now() + 10_000;
@@ -108,8 +75,8 @@ test('an assignment that ends within the budget is one stored operation (finishe
 });
 
 test('two registers of one device at once join one assignment: one operation, one hub write', async () => {
-  let gate!: ReturnType<typeof gated>;
-  await withFixture({ hubClients: (inner) => (gate = gated(inner)).factory }, async (f) => {
+  let gate!: ReturnType<typeof gatedHubClients>;
+  await withFixture({ hubClients: (inner) => (gate = gatedHubClients(inner)).factory }, async (f) => {
     const g = await f.addGroup('G1');
     // Count the register reads, to know when the second request is past its (only) store read.
     const store = f.store.provisioning;
@@ -137,8 +104,8 @@ test('two registers of one device at once join one assignment: one operation, on
 });
 
 test('a budget that runs out stores the assigning operation before the 202 names it; polls see it, then its end', async () => {
-  let gate!: ReturnType<typeof gated>;
-  await withFixture({ responseBudgetMs: 20, hubClients: (inner) => (gate = gated(inner)).factory }, async (f) => {
+  let gate!: ReturnType<typeof gatedHubClients>;
+  await withFixture({ responseBudgetMs: 20, hubClients: (inner) => (gate = gatedHubClients(inner)).factory }, async (f) => {
     const g = await f.addGroup('G1');
     const key = f.derivedKey(g, 'late-1');
     const r = await put(f, 'late-1', key);
@@ -161,8 +128,8 @@ test('a budget that runs out stores the assigning operation before the 202 names
 });
 
 test('two nodes registering one device at once end with one record, and both answer with the operation that wrote it', async () => {
-  let gate!: ReturnType<typeof gated>;
-  await withFixture({ hubClients: (inner) => (gate = gated(inner)).factory }, async (f) => {
+  let gate!: ReturnType<typeof gatedHubClients>;
+  await withFixture({ hubClients: (inner) => (gate = gatedHubClients(inner)).factory }, async (f) => {
     const g = await f.addGroup('G1');
     // Node 2: another service on the same store and hubs (its own in-process state), hub writes not gated.
     const node2 = new RegistrationService({

@@ -4,9 +4,9 @@ import type { LightMyRequestResponse } from 'fastify';
 import { isoTime } from '../../../src/core/clock.ts';
 import type { JsonObject } from '../../../src/core/json.ts';
 import { deriveDeviceKey } from '../../../src/core/sas.ts';
-import type { HubClient, HubClientFactory } from '../../../src/provisioning/hub-client.ts';
 import { RestHubClientFactory } from '../../../src/provisioning/hub-client-rest.ts';
 import { ManualClock } from '../../helpers/ids.ts';
+import { gatedHubClients } from '../../helpers/wrapped-hub-clients.ts';
 import { createRuntimeFixture, newKey, type FixtureOptions, type RuntimeFixture } from './fixture.ts';
 
 const API = 'api-version=2019-03-31';
@@ -68,39 +68,6 @@ async function withFixture(o: FixtureOptions, fn: (f: RuntimeFixture) => Promise
   } finally {
     await f.close();
   }
-}
-
-/** A hub client factory whose device writes wait for `open()`. */
-function gated(inner: HubClientFactory): { factory: HubClientFactory; open: () => void; writes: () => number } {
-  let release!: () => void;
-  const gate = new Promise<void>((r) => (release = r));
-  let writes = 0;
-  return {
-    open: () => release(),
-    writes: () => writes,
-    factory: {
-      forHub(h) {
-        const c = inner.forHub(h);
-        const wrapped: HubClient = {
-          hubName: c.hubName,
-          getDevice: (id) => c.getDevice(id),
-          provisionDevice: async (req) => {
-            writes++;
-            await gate;
-            return c.provisionDevice(req);
-          },
-          patchTwin: (id, t, e) => c.patchTwin(id, t, e),
-          getDeviceState: (id) => c.getDeviceState(id),
-          importDeviceState: (req) => c.importDeviceState(req),
-          setDeviceStatus: (id, st) => c.setDeviceStatus(id, st),
-          deleteDevice: (id, e) => c.deleteDevice(id, e),
-          close: () => c.close(),
-        };
-        return wrapped;
-      },
-      close: () => inner.close(),
-    },
-  };
 }
 
 test('group enrollment, derived key: 200 assigned within the budget; hub has the device, derived keys and the initial twin', async () => {
@@ -174,8 +141,8 @@ test('budget 0: 202 assigning with an integer Retry-After, then the poll answers
 });
 
 test('a register while one is assigning returns the same operation; polls answer 202 until it ends', async () => {
-  let gate!: ReturnType<typeof gated>;
-  await withFixture({ responseBudgetMs: 0, hubClients: (inner) => (gate = gated(inner)).factory }, async (f) => {
+  let gate!: ReturnType<typeof gatedHubClients>;
+  await withFixture({ responseBudgetMs: 0, hubClients: (inner) => (gate = gatedHubClients(inner)).factory }, async (f) => {
     const g = await f.addGroup('G1');
     const key = f.derivedKey(g, 'sn-3');
     const first = json(await put(f, 'sn-3', key));
