@@ -1,3 +1,4 @@
+import type { X509Certificate } from 'node:crypto';
 import { HomingError } from '../../core/errors.ts';
 import { SAS_SKEW_SECONDS } from '../../core/policies.ts';
 import { registrationKey } from '../../core/registration-id.ts';
@@ -12,8 +13,15 @@ import { authenticateX509, type X509MatchDetails, type X509MatchOptions } from '
  * Every failure is the same 401 with no hint of which part failed (scope, token, enrollment).
  */
 
-/** How the device proved its identity: a SAS, or its TLS client chain (DER, leaf first). TPM comes later. */
-export type DeviceCredential = { kind: 'sas'; authorization: string | undefined } | { kind: 'x509'; chain: readonly Buffer[] } | { kind: 'none' };
+/**
+ * How the device proved its identity: a SAS, or its TLS client chain (DER, leaf first). TPM comes later.
+ * `parsed`: the same certificates already parsed by the transport (same order, each one's `raw` the Buffer in
+ * `chain`), so the attestation need not parse them again.
+ */
+export type DeviceCredential =
+  | { kind: 'sas'; authorization: string | undefined }
+  | { kind: 'x509'; chain: readonly Buffer[]; parsed?: readonly X509Certificate[] }
+  | { kind: 'none' };
 
 export type EnrollmentMatch =
   | { kind: 'individual'; enrollment: IndividualEnrollment; x509?: X509MatchDetails }
@@ -140,7 +148,7 @@ export async function authenticateDevice(
 ): Promise<EnrollmentMatch> {
   if (credential.kind === 'x509') {
     if (!opts.x509) throw unauthorized();
-    return authenticateX509(store, instance, registrationId, credential.chain, nowSeconds * 1000, opts.x509, opts.individual);
+    return authenticateX509(store, instance, registrationId, credential.chain, nowSeconds * 1000, opts.x509, opts.individual, credential.parsed);
   }
   if (credential.kind !== 'sas') throw unauthorized();
   const token = parseDeviceSas(credential.authorization, instance.idScope, registrationId, nowSeconds);
@@ -177,7 +185,7 @@ export async function authenticateForEnrollment(
   if (credential.kind === 'x509') {
     // The chain is validated and matched again; the poll must land on the enrollment the operation started with.
     if (!x509) return false;
-    const m = await authenticateX509(store, instance, registrationId, credential.chain, nowSeconds * 1000, x509).catch(() => undefined);
+    const m = await authenticateX509(store, instance, registrationId, credential.chain, nowSeconds * 1000, x509, undefined, credential.parsed).catch(() => undefined);
     if (m === undefined) return false;
     if (m.kind === 'individual') return enrollment.kind === 'individual' && registrationKey(m.enrollment.registrationId) === registrationKey(enrollment.registrationId);
     const g = m.kind === 'group' ? m.group : m.acceptedBy;

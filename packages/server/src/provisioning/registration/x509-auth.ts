@@ -1,4 +1,4 @@
-import { createHash, type X509Certificate } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { HomingError } from '../../core/errors.ts';
 import { registrationKey } from '../../core/registration-id.ts';
 import { isVerifiedFrom, TrustAnchors, validateDeviceChain, type ChainAccepted, type ParsedCrl } from '../../core/x509-chain.ts';
@@ -76,6 +76,63 @@ function sha256Of(raw: Buffer): string {
 
 function sha1Of(raw: Buffer): string {
   return createHash('sha1').update(raw).digest('hex').toUpperCase();
+}
+
+/** Parsed certificates devices present above their leaf (intermediates, shared by every device under them). */
+const PRESENTED_CA_CACHE_SIZE = 256;
+/** Only certificates up to this size are kept (CA certificates are 0.5–2 KB), so the cache stays under ~5 MB. */
+const PRESENTED_CA_CACHE_MAX_BYTES = 8 * 1024;
+/** Larger inputs are passed through as bytes (the chain validator's own size limit then refuses them). */
+const PRESENTED_MAX_BYTES = 64 * 1024;
+const presentedCas = new Map<string, X509Certificate>();
+
+/**
+ * The presented chain for `validateDeviceChain`, parsed as cheaply as possible (parsing a certificate costs more
+ * than checking it: OpenSSL 3 decodes its key, about 0.25 ms):
+ * - a certificate the transport parsed already (`parsed[i]`, whose `raw` is `chain[i]`) is used as it is;
+ * - the certificates above the leaf are kept parsed by DER content (least recently used out): every device under one
+ *   intermediate presents the same one, and the facts the validator memoizes per parsed object are reused with it.
+ * Validation itself (times, signatures, revocation) still runs on every request. A certificate that does not parse is
+ * passed on as bytes, so the validator refuses it as before.
+ */
+function presentedForValidation(chain: readonly Buffer[], parsed: readonly X509Certificate[] | undefined): (Buffer | X509Certificate)[] {
+  const out: (Buffer | X509Certificate)[] = [];
+  for (let i = 0; i < chain.length; i++) {
+    const der = chain[i] as Buffer;
+    if (!Buffer.isBuffer(der) || der.length === 0 || der.length > PRESENTED_MAX_BYTES) {
+      out.push(der);
+      continue;
+    }
+    const mine = parsed?.[i];
+    const fromTransport = mine !== undefined && mine.raw === der ? mine : undefined;
+    if (i === 0 || der.length > PRESENTED_CA_CACHE_MAX_BYTES) {
+      out.push(fromTransport ?? der);
+      continue;
+    }
+    const key = der.toString('base64');
+    let cert = presentedCas.get(key);
+    if (cert !== undefined) {
+      presentedCas.delete(key);
+      presentedCas.set(key, cert);
+    } else {
+      if (fromTransport !== undefined) cert = fromTransport;
+      else {
+        try {
+          cert = new X509Certificate(der);
+        } catch {
+          out.push(der);
+          continue;
+        }
+      }
+      presentedCas.set(key, cert);
+      if (presentedCas.size > PRESENTED_CA_CACHE_SIZE) {
+        const oldest = presentedCas.keys().next();
+        if (oldest.done !== true) presentedCas.delete(oldest.value);
+      }
+    }
+    out.push(cert);
+  }
+  return out;
 }
 
 /** The SHA-256 thumbprint of an enrollment certificate (recomputed from the certificate when present). */
@@ -163,7 +220,8 @@ function groupFor(result: ChainAccepted<CaAnchorRef>, trust: X509Trust): { entry
 
 /**
  * Authenticates an X.509 device and selects its enrollment (see the module comment). `individual`: the individual
- * enrollment with this registration id (null: none), when the caller read it already. Throws 401002.
+ * enrollment with this registration id (null: none), when the caller read it already. `parsed`: the chain's
+ * certificates as the transport parsed them (optional). Throws 401002.
  */
 export async function authenticateX509(
   store: ProvisioningReadStore,
@@ -173,14 +231,16 @@ export async function authenticateX509(
   nowMs: number,
   opts: X509MatchOptions,
   individual?: IndividualEnrollment | null,
+  parsed?: readonly X509Certificate[],
 ): Promise<X509Match> {
-  const leafRaw = chain[0];
-  const leafSha1 = leafRaw === undefined ? undefined : sha1Of(leafRaw);
   const refuse = (reason: string): HomingError => {
+    const leafRaw = chain[0];
+    const leafSha1 = leafRaw === undefined ? undefined : sha1Of(leafRaw);
     opts.onRefused?.({ registrationId, leafSha1, reason });
     return invalidCertificate();
   };
-  const validate = (trust: X509Trust) => validateDeviceChain<CaAnchorRef>({ presented: chain, registrationId, anchors: trust.anchors, now: nowMs, crls: trust.crls });
+  const presented = presentedForValidation(chain, parsed);
+  const validate = (trust: X509Trust) => validateDeviceChain<CaAnchorRef>({ presented, registrationId, anchors: trust.anchors, now: nowMs, crls: trust.crls });
 
   let trust = await opts.trust(false);
   let result = validate(trust);

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { DeviceCredential, PendingReply, RegistrationReply, RegistrationService } from '../../provisioning/registration.ts';
-import { peerChain } from '../tls/peer-chain.ts';
+import { peerCertificates, peerChain } from '../tls/peer-chain.ts';
 import { JSON_CT } from './errors.ts';
 
 /**
@@ -40,6 +40,9 @@ interface OperationParams extends RegistrationParams {
 function credentialOf(req: FastifyRequest): DeviceCredential {
   const h = req.headers.authorization;
   if (typeof h === 'string' && h.length > 0) return { kind: 'sas', authorization: h };
+  // TLS 1.3: the certificates as parsed by the TLS layer come along, so the attestation need not parse them again.
+  const parsed = peerCertificates(req.socket);
+  if (parsed !== undefined) return parsed.length > 0 ? { kind: 'x509', chain: parsed.map((c) => c.raw), parsed } : { kind: 'sas', authorization: undefined };
   const chain = peerChain(req.socket);
   return chain.length > 0 ? { kind: 'x509', chain } : { kind: 'sas', authorization: undefined };
 }
