@@ -1,4 +1,18 @@
 import { createHash, verify as verifySignature, X509Certificate } from 'node:crypto';
+import { AsnConvert, AsnParser } from '@peculiar/asn1-schema';
+import {
+  BasicConstraints,
+  Certificate,
+  CertificateList,
+  id_ce_basicConstraints,
+  id_ce_deltaCRLIndicator,
+  id_ce_keyUsage,
+  KeyUsage,
+  type AttributeValue,
+  type Name,
+  type Time,
+} from '@peculiar/asn1-x509';
+import * as asn1js from 'asn1js';
 import { isValidRegistrationId, sameRegistrationId } from './registration-id.ts';
 
 /**
@@ -127,126 +141,41 @@ export function isVerifiedFrom<T>(result: ChainAccepted<T>, index: number): bool
   return false;
 }
 
-// ---- DER reading -----------------------------------------------------------------------------------------------
+// ---- ASN.1 reading (@peculiar/asn1-x509) ---------------------------------------------------------------------------
 
+/** A certificate or CRL whose ASN.1 does not have the expected shape. */
 class DerError extends Error {}
 
-interface Tlv {
-  readonly tag: number;
-  readonly start: number;
-  readonly contentStart: number;
-  readonly end: number;
-}
-
-const SEQUENCE = 0x30;
-const SET = 0x31;
-const INTEGER = 0x02;
-const BIT_STRING = 0x03;
-const OCTET_STRING = 0x04;
-const OID = 0x06;
-const BOOLEAN = 0x01;
-const UTC_TIME = 0x17;
-const GENERALIZED_TIME = 0x18;
-
-function readTlv(buf: Buffer, at: number, limit: number): Tlv {
-  if (at + 2 > limit) throw new DerError('truncated');
-  const tag = buf[at] ?? 0;
-  if ((tag & 0x1f) === 0x1f) throw new DerError('high tag numbers are not supported');
-  let len = buf[at + 1] ?? 0;
-  let p = at + 2;
-  if (len & 0x80) {
-    const n = len & 0x7f;
-    if (n === 0 || n > 4 || p + n > limit) throw new DerError('bad length');
-    len = 0;
-    for (let i = 0; i < n; i++) len = len * 256 + (buf[p++] ?? 0);
+/** Parses `der` as one ASN.1 `type` with nothing after it. Throws DerError. */
+function parseAsn<T>(der: Buffer, type: new () => T, what: string): T {
+  const ber = asn1js.fromBER(der);
+  if (ber.offset === -1 || ber.result.error !== '') throw new DerError(`${what}: not valid ASN.1`);
+  if (ber.offset !== der.length) throw new DerError('trailing bytes');
+  try {
+    return AsnParser.fromASN<T>(ber.result, type);
+  } catch {
+    throw new DerError(`${what}: unexpected structure`);
   }
-  if (p + len > limit) throw new DerError('truncated');
-  return { tag, start: at, contentStart: p, end: p + len };
-}
-
-function children(buf: Buffer, t: Tlv): Tlv[] {
-  const out: Tlv[] = [];
-  let p = t.contentStart;
-  while (p < t.end) {
-    const c = readTlv(buf, p, t.end);
-    out.push(c);
-    p = c.end;
-  }
-  return out;
-}
-
-function expect(t: Tlv | undefined, tag: number, what: string): Tlv {
-  if (t === undefined || t.tag !== tag) throw new DerError(`${what}: unexpected structure`);
-  return t;
-}
-
-function content(buf: Buffer, t: Tlv): Buffer {
-  return buf.subarray(t.contentStart, t.end);
-}
-
-function oidOf(buf: Buffer, t: Tlv): string {
-  const b = content(buf, expect(t, OID, 'OID'));
-  if (b.length === 0) throw new DerError('empty OID');
-  const arcs: number[] = [];
-  let v = 0;
-  for (const byte of b) {
-    v = v * 128 + (byte & 0x7f);
-    if ((byte & 0x80) === 0) {
-      if (arcs.length === 0) arcs.push(v < 80 ? Math.floor(v / 40) : 2, v < 80 ? v % 40 : v - 80);
-      else arcs.push(v);
-      v = 0;
-    }
-  }
-  return arcs.join('.');
 }
 
 /** Upper-case hex of an INTEGER's value without leading zeros (serial numbers compare in this form). */
-function normalizeSerial(hex: string): string {
-  const s = hex.toUpperCase().replace(/^0+/, '');
+function normalizeSerial(value: ArrayBuffer): string {
+  const s = Buffer.from(value).toString('hex').toUpperCase().replace(/^0+/, '');
   return s.length === 0 ? '0' : s;
 }
 
-function stringOf(buf: Buffer, t: Tlv): string {
-  const b = content(buf, t);
-  switch (t.tag) {
-    case 0x0c: // UTF8String
-      return b.toString('utf8');
-    case 0x12: // NumericString
-    case 0x13: // PrintableString
-    case 0x14: // TeletexString (treated as Latin-1)
-    case 0x16: // IA5String
-    case 0x1a: // VisibleString
-      return b.toString('latin1');
-    case 0x1e: {
-      // BMPString: UTF-16BE
-      const le = Buffer.from(b);
-      le.swap16();
-      return le.toString('utf16le');
-    }
-    case 0x1c: {
-      // UniversalString: UTF-32BE
-      let s = '';
-      for (let i = 0; i + 3 < b.length; i += 4) s += String.fromCodePoint(b.readUInt32BE(i));
-      return s;
-    }
-    default:
-      return `#${b.toString('hex')}`;
+/** The text of a name attribute; a value of another ASN.1 type is `#` and the hex of its encoding. */
+function attributeText(v: AttributeValue): string {
+  for (const s of [v.utf8String, v.printableString, v.ia5String, v.teletexString, v.bmpString, v.universalString]) {
+    if (typeof s === 'string') return s;
   }
+  return v.anyValue === undefined ? '' : `#${Buffer.from(v.anyValue).toString('hex')}`;
 }
 
-function timeOf(buf: Buffer, t: Tlv): number {
-  const s = content(buf, t).toString('latin1');
-  let m: RegExpExecArray | null;
-  let year: number;
-  if (t.tag === UTC_TIME && (m = /^(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)Z$/.exec(s)) !== null) {
-    const yy = Number(m[1]);
-    year = yy >= 50 ? 1900 + yy : 2000 + yy;
-  } else if (t.tag === GENERALIZED_TIME && (m = /^(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(?:\.\d+)?Z$/.exec(s)) !== null) {
-    year = Number(m[1]);
-  } else {
-    throw new DerError('bad time');
-  }
-  return Date.UTC(year, Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6]));
+function timeOf(t: Time | undefined, what: string): number {
+  const ms = t?.getTime().getTime();
+  if (ms === undefined || !Number.isFinite(ms)) throw new DerError(`bad ${what}`);
+  return ms;
 }
 
 const CN_OID = '2.5.4.3';
@@ -273,19 +202,15 @@ function fold(v: string): string {
   return v.normalize('NFKC').trim().replace(/\s+/g, ' ').toLowerCase();
 }
 
-function parseName(buf: Buffer, t: Tlv): ParsedName {
-  expect(t, SEQUENCE, 'Name');
+function parseName(name: Name): ParsedName {
   const keyParts: string[][] = [];
   const display: string[] = [];
   const commonNames: string[] = [];
-  for (const rdn of children(buf, t)) {
-    expect(rdn, SET, 'RDN');
+  for (const rdn of name) {
     const parts: string[] = [];
-    for (const atv of children(buf, rdn)) {
-      const [type, value] = children(buf, expect(atv, SEQUENCE, 'AttributeTypeAndValue'));
-      if (type === undefined || value === undefined) throw new DerError('AttributeTypeAndValue: unexpected structure');
-      const oid = oidOf(buf, type);
-      const v = stringOf(buf, value);
+    for (const atv of rdn) {
+      const oid = atv.type;
+      const v = attributeText(atv.value);
       parts.push(`${oid}=${fold(v)}`);
       display.push(`${NAME_LABELS[oid] ?? oid}=${v}`);
       if (oid === CN_OID) commonNames.push(v);
@@ -315,53 +240,27 @@ interface CertFacts {
 }
 
 function parseCertFacts(der: Buffer): CertFacts {
-  const cert = expect(readTlv(der, 0, der.length), SEQUENCE, 'Certificate');
-  if (cert.end !== der.length) throw new DerError('trailing bytes');
-  const tbs = expect(children(der, cert)[0], SEQUENCE, 'TBSCertificate');
-  const f = children(der, tbs);
-  let i = f[0]?.tag === 0xa0 ? 1 : 0;
-  const serial = normalizeSerial(content(der, expect(f[i++], INTEGER, 'serialNumber')).toString('hex'));
-  expect(f[i++], SEQUENCE, 'signature');
-  const issuer = parseName(der, expect(f[i++], SEQUENCE, 'issuer'));
-  const validity = children(der, expect(f[i++], SEQUENCE, 'validity'));
-  const subject = parseName(der, expect(f[i++], SEQUENCE, 'subject'));
-  expect(f[i++], SEQUENCE, 'subjectPublicKeyInfo');
-  const nb = validity[0];
-  const na = validity[1];
-  if (nb === undefined || na === undefined) throw new DerError('validity: unexpected structure');
+  const tbs = parseAsn(der, Certificate, 'Certificate').tbsCertificate;
   let isCa = false;
   let pathLen: number | undefined;
   let keyUsage: boolean[] | undefined;
-  const extWrapper = f.slice(i).find((t) => t.tag === 0xa3);
-  if (extWrapper !== undefined) {
-    const exts = expect(children(der, extWrapper)[0], SEQUENCE, 'extensions');
-    for (const ext of children(der, exts)) {
-      const parts = children(der, expect(ext, SEQUENCE, 'Extension'));
-      const id = oidOf(der, expect(parts[0], OID, 'extnID'));
-      const valueTlv = parts[parts.length - 1];
-      const value = content(der, expect(valueTlv, OCTET_STRING, 'extnValue'));
-      if (id === '2.5.29.19') {
-        const bc = children(value, expect(readTlv(value, 0, value.length), SEQUENCE, 'basicConstraints'));
-        for (const item of bc) {
-          if (item.tag === BOOLEAN) isCa = (value[item.contentStart] ?? 0) !== 0;
-          else if (item.tag === INTEGER) pathLen = parseInt(content(value, item).toString('hex') || '0', 16);
-        }
-      } else if (id === '2.5.29.15') {
-        const bits = content(value, expect(readTlv(value, 0, value.length), BIT_STRING, 'keyUsage'));
-        keyUsage = [];
-        for (let bit = 0; bit < 9; bit++) {
-          const byte = bits[1 + (bit >> 3)] ?? 0;
-          keyUsage.push(((byte >> (7 - (bit & 7))) & 1) === 1);
-        }
-      }
+  for (const ext of tbs.extensions ?? []) {
+    if (ext.extnID === id_ce_basicConstraints) {
+      const bc = AsnConvert.parse(ext.extnValue.buffer, BasicConstraints);
+      isCa = bc.cA;
+      pathLen = bc.pathLenConstraint;
+    } else if (ext.extnID === id_ce_keyUsage) {
+      const bits = AsnConvert.parse(ext.extnValue.buffer, KeyUsage).toNumber();
+      keyUsage = [];
+      for (let bit = 0; bit < 9; bit++) keyUsage.push(((bits >> bit) & 1) === 1);
     }
   }
   return {
-    subject,
-    issuer,
-    serial,
-    notBefore: timeOf(der, nb),
-    notAfter: timeOf(der, na),
+    subject: parseName(tbs.subject),
+    issuer: parseName(tbs.issuer),
+    serial: normalizeSerial(tbs.serialNumber),
+    notBefore: timeOf(tbs.validity.notBefore, 'notBefore'),
+    notAfter: timeOf(tbs.validity.notAfter, 'notAfter'),
     isCa,
     pathLen,
     keyUsage,
@@ -502,59 +401,33 @@ export function parseCrl(input: Uint8Array | string): CrlParseResult {
       der = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
     }
     if (der.length === 0 || der.length > MAX_CRL_BYTES) return { ok: false, reason: `a CRL is 1 byte to ${MAX_CRL_BYTES} bytes` };
-    const list = expect(readTlv(der, 0, der.length), SEQUENCE, 'CertificateList');
-    if (list.end !== der.length) return { ok: false, reason: 'trailing bytes after the CRL' };
-    const [tbsT, algT, sigT] = children(der, list);
-    const tbs = expect(tbsT, SEQUENCE, 'TBSCertList');
-    const outerAlg = expect(algT, SEQUENCE, 'signatureAlgorithm');
-    const sigBits = content(der, expect(sigT, BIT_STRING, 'signatureValue'));
-    if (sigBits.length < 2 || sigBits[0] !== 0) return { ok: false, reason: 'bad signature encoding' };
-    const f = children(der, tbs);
-    let i = f[0]?.tag === INTEGER ? 1 : 0;
-    const innerAlg = expect(f[i++], SEQUENCE, 'signature');
-    if (!der.subarray(innerAlg.start, innerAlg.end).equals(der.subarray(outerAlg.start, outerAlg.end))) {
-      return { ok: false, reason: 'the two signature algorithm fields differ' };
+    let list: CertificateList;
+    try {
+      list = parseAsn(der, CertificateList, 'CertificateList');
+    } catch (e) {
+      if (e instanceof DerError && e.message === 'trailing bytes') return { ok: false, reason: 'trailing bytes after the CRL' };
+      throw e;
     }
-    const algorithm = oidOf(der, expect(children(der, outerAlg)[0], OID, 'algorithm'));
-    const issuer = parseName(der, expect(f[i++], SEQUENCE, 'issuer'));
-    const thisT = f[i++];
-    if (thisT === undefined || (thisT.tag !== UTC_TIME && thisT.tag !== GENERALIZED_TIME)) return { ok: false, reason: 'no thisUpdate' };
-    const thisUpdate = timeOf(der, thisT);
-    let nextUpdate: number | undefined;
-    const maybeNext = f[i];
-    if (maybeNext !== undefined && (maybeNext.tag === UTC_TIME || maybeNext.tag === GENERALIZED_TIME)) {
-      nextUpdate = timeOf(der, maybeNext);
-      i++;
-    }
+    const tbs = list.tbsCertList;
+    if (list.tbsCertListRaw === undefined) return { ok: false, reason: 'malformed CRL (no TBSCertList)' };
+    if (list.signature.byteLength < 1) return { ok: false, reason: 'bad signature encoding' };
+    if (!tbs.signature.isEqual(list.signatureAlgorithm)) return { ok: false, reason: 'the two signature algorithm fields differ' };
+    if (tbs.crlExtensions?.some((ext) => ext.extnID === id_ce_deltaCRLIndicator) === true) return { ok: false, reason: 'delta CRLs are not supported' };
+    const issuer = parseName(tbs.issuer);
     const revoked = new Set<string>();
-    const maybeList = f[i];
-    if (maybeList !== undefined && maybeList.tag === SEQUENCE) {
-      for (const entry of children(der, maybeList)) {
-        const serialT = children(der, expect(entry, SEQUENCE, 'revokedCertificate'))[0];
-        revoked.add(normalizeSerial(content(der, expect(serialT, INTEGER, 'userCertificate')).toString('hex')));
-      }
-      i++;
-    }
-    const extWrapper = f[i];
-    if (extWrapper !== undefined && extWrapper.tag === 0xa0) {
-      const exts = expect(children(der, extWrapper)[0], SEQUENCE, 'crlExtensions');
-      for (const ext of children(der, exts)) {
-        const parts = children(der, expect(ext, SEQUENCE, 'Extension'));
-        if (oidOf(der, expect(parts[0], OID, 'extnID')) === '2.5.29.27') return { ok: false, reason: 'delta CRLs are not supported' };
-      }
-    }
+    for (const entry of tbs.revokedCertificates ?? []) revoked.add(normalizeSerial(entry.userCertificate));
     return {
       ok: true,
       crl: {
         der,
         issuer: issuer.display,
         issuerKey: issuer.key,
-        thisUpdate,
-        nextUpdate,
+        thisUpdate: timeOf(tbs.thisUpdate, 'thisUpdate'),
+        nextUpdate: tbs.nextUpdate === undefined ? undefined : timeOf(tbs.nextUpdate, 'nextUpdate'),
         revokedSerials: revoked,
-        tbs: der.subarray(tbs.start, tbs.end),
-        signature: sigBits.subarray(1),
-        signatureAlgorithm: algorithm,
+        tbs: Buffer.from(list.tbsCertListRaw),
+        signature: Buffer.from(list.signature),
+        signatureAlgorithm: list.signatureAlgorithm.algorithm,
       },
     };
   } catch (e) {

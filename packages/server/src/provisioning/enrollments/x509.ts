@@ -1,4 +1,6 @@
 import { X509Certificate, createHash } from 'node:crypto';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { Certificate } from '@peculiar/asn1-x509';
 import { HomingError } from '../../core/errors.ts';
 import type { X509CertificateInfo } from '../model.ts';
 
@@ -42,35 +44,10 @@ function certTime(s: string): string {
   return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
-/** Reads a DER length at `at`; returns [length, offset of the content]. */
-function derLength(der: Buffer, at: number): [number, number] {
-  const first = der[at];
-  if (first === undefined) throw new Error('truncated');
-  if (first < 0x80) return [first, at + 1];
-  const n = first & 0x7f;
-  if (n === 0 || n > 4) throw new Error('bad length');
-  let len = 0;
-  for (let i = 1; i <= n; i++) {
-    const b = der[at + i];
-    if (b === undefined) throw new Error('truncated');
-    len = len * 256 + b;
-  }
-  return [len, at + 1 + n];
-}
-
-/** The X.509 version (1..3) from the DER: TBSCertificate starts with an optional `[0] EXPLICIT INTEGER`. */
+/** The X.509 version (1..3) of a DER certificate; 1 when it cannot be read (the field is optional, v1 by default). */
 export function certificateVersion(der: Buffer): number {
   try {
-    if (der[0] !== 0x30) return 1;
-    const [, tbsAt] = derLength(der, 1); // Certificate SEQUENCE content
-    if (der[tbsAt] !== 0x30) return 1;
-    const [, tbsContent] = derLength(der, tbsAt + 1);
-    if (der[tbsContent] !== 0xa0) return 1; // version absent: v1
-    const [, intAt] = derLength(der, tbsContent + 1);
-    if (der[intAt] !== 0x02) return 1;
-    const [intLen, valueAt] = derLength(der, intAt + 1);
-    if (intLen !== 1) return 1;
-    return (der[valueAt] ?? 0) + 1;
+    return AsnConvert.parse(der, Certificate).tbsCertificate.version + 1;
   } catch {
     return 1;
   }
