@@ -837,8 +837,12 @@ function registrationRunKey(instance: ProvisioningInstance, registrationId: stri
   return `${instance.name}\u0000${registrationKey(registrationId)}`;
 }
 
-/** Waits up to `budgetMs` for the final reply; the timer never outlives the wait. */
-async function withinBudget(p: PendingReply, budgetMs: number): Promise<RegistrationReply> {
+/**
+ * Waits up to `budgetMs` for the final reply: an assignment that ends in time is answered 200 with its final status,
+ * saving the device a poll; otherwise the first reply (202 `assigning`). The timer never outlives the wait. The
+ * HTTPS and MQTT transports answer operation polls with it too.
+ */
+export async function withinBudget(p: PendingReply, budgetMs: number): Promise<RegistrationReply> {
   if (p.completion === undefined || budgetMs <= 0) return p.reply;
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<undefined>((resolve) => {

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { DeviceCredential, PendingReply, RegistrationReply, RegistrationService } from '../../provisioning/registration.ts';
+import { withinBudget, type DeviceCredential, type RegistrationReply, type RegistrationService } from '../../provisioning/registration.ts';
 import { peerCertificates, peerChain } from '../tls/peer-chain.ts';
 import { JSON_CT } from './errors.ts';
 
@@ -45,20 +45,6 @@ function credentialOf(req: FastifyRequest): DeviceCredential {
   if (parsed !== undefined) return parsed.length > 0 ? { kind: 'x509', chain: parsed.map((c) => c.raw), parsed } : { kind: 'sas', authorization: undefined };
   const chain = peerChain(req.socket);
   return chain.length > 0 ? { kind: 'x509', chain } : { kind: 'sas', authorization: undefined };
-}
-
-/** Waits up to `budgetMs` for the final reply; the timer never outlives the wait. */
-async function withinBudget(p: PendingReply, budgetMs: number): Promise<RegistrationReply> {
-  if (p.completion === undefined || budgetMs <= 0) return p.reply;
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), budgetMs);
-  });
-  try {
-    return (await Promise.race([p.completion, timeout])) ?? p.reply;
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 function send(reply: FastifyReply, r: RegistrationReply): FastifyReply {

@@ -2,7 +2,8 @@ import { HomingError } from '../../../../core/errors.ts';
 import type { PublishOutcome } from '../../realm.ts';
 import type { DpsPublishRoute, DpsRequest, DpsScope } from '../routes.ts';
 import { OPERATION_STATUS_PREFIX, queryParam, safeDecode, topicIs } from '../topics.ts';
-import { respondError, respondReply, withinBudget } from './response.ts';
+import { withinBudget } from '../../../../provisioning/registration.ts';
+import { respondError, respondReply } from './response.ts';
 
 /**
  * Operation status (the poll): PUBLISH `$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={id}`

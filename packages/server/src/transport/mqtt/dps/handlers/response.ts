@@ -1,4 +1,4 @@
-import type { PendingReply, RegistrationReply } from '../../../../provisioning/registration.ts';
+import type { RegistrationReply } from '../../../../provisioning/registration.ts';
 import { dpsErrorAnswer } from '../errors.ts';
 import type { DpsScope } from '../routes.ts';
 import { responseTopic, retryAfterValue } from '../topics.ts';
@@ -26,20 +26,3 @@ export function respondError(scope: DpsScope, rid: string, e: unknown): void {
   respond(scope, a.status, rid, a.body, a.retryAfterSeconds);
 }
 
-/**
- * Waits up to `budgetMs` for the final reply (as the HTTPS transport does): an assignment that ends in time is
- * answered 200 with its final status, saving the device a poll; otherwise the first reply (202 `assigning`).
- * The timer never outlives the wait.
- */
-export async function withinBudget(p: PendingReply, budgetMs: number): Promise<RegistrationReply> {
-  if (p.completion === undefined || budgetMs <= 0) return p.reply;
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), budgetMs);
-  });
-  try {
-    return (await Promise.race([p.completion, timeout])) ?? p.reply;
-  } finally {
-    clearTimeout(timer);
-  }
-}
