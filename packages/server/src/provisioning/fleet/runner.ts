@@ -361,8 +361,15 @@ export class JobRunner {
     this.checkIdle();
   }
 
+  /**
+   * Hands the runner back once the job is terminal and nothing runs, after its queued writes are stored: until then
+   * readers must keep seeing this runner's state, not the stored row that the write is still bringing up to date.
+   */
   private checkIdle(): void {
-    if (this.idle && !this.stopped) this.d.onIdle(this);
+    if (!this.idle || this.stopped) return;
+    void this.saving.then(() => {
+      if (this.idle && !this.stopped) this.d.onIdle(this);
+    });
   }
 
   private async fail(error: string): Promise<void> {
