@@ -1,11 +1,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes, randomUUID } from 'node:crypto';
 import { openStore } from '../../packages/server/src/store/open.ts';
 import type { Store } from '../../packages/server/src/store/ports.ts';
 import { HubService } from '../../packages/server/src/hub/hub-service.ts';
-import { systemClock } from '../../packages/server/src/core/clock.ts';
+import { systemClock, systemIds } from '../../packages/server/src/core/clock.ts';
 import { silentLogger } from '../../packages/server/src/observability/logger.ts';
 import { createHubRealm, startMqttListener, type MqttListener } from '../../packages/server/src/transport/mqtt/listener.ts';
 import { startBareListener } from './mqtt-bare-listener.ts';
@@ -40,7 +39,7 @@ async function start(m: StartMsg): Promise<{ port: number; setupMs: number }> {
   }
   const dir = mkdtempSync(join(tmpdir(), 'homing-bench-'));
   const store: Store = await openStore({ dialect: 'sqlite', sqlitePath: join(dir, 'hub.db') });
-  const hub = new HubService({ hubId: BENCH_HUB, hostNames: [BENCH_HUB], policies: [], store: store.hub, clock: systemClock, ids: { uuid: () => randomUUID(), bytes: (n) => randomBytes(n) } });
+  const hub = new HubService({ hubId: BENCH_HUB, hostNames: [BENCH_HUB], policies: [], store: store.hub, clock: systemClock, ids: systemIds() });
   for (let i = 0; i < m.devices; i++) {
     const id = deviceId(i);
     await hub.createDevice({ deviceId: id, authentication: { type: 'sas', symmetricKey: { primaryKey: deviceKey(id), secondaryKey: deviceKey(id) } } }, id);

@@ -11,13 +11,13 @@
  * /proc, so only for a database on this machine), {type:'stats'} with stored counts and sizes, {type:'stop'} by
  * closing and exiting.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { sql } from 'kysely';
-import { isoTime, systemClock, type IdSource } from '../../packages/server/src/core/clock.ts';
+import { isoTime, systemClock, systemIds, type IdSource } from '../../packages/server/src/core/clock.ts';
 import type { HubRight, SharedAccessPolicy } from '../../packages/server/src/core/policies.ts';
 import { HubService } from '../../packages/server/src/hub/hub-service.ts';
 import { silentLogger } from '../../packages/server/src/observability/logger.ts';
@@ -39,7 +39,7 @@ interface Config {
 }
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as Config;
-const ids: IdSource = { uuid: () => randomUUID(), bytes: (n) => randomBytes(n) };
+const ids: IdSource = systemIds();
 const send = (m: Record<string, unknown>) => process.send?.(m);
 
 async function pki(): Promise<{ ca: string; cert: string; key: string }> {

@@ -10,10 +10,10 @@
  * IPC (register-proc.ts protocol): sends {type:'ready', httpsPort, mqttPort, idScope?, groupKey?}; answers
  * {type:'cpu'} with process.cpuUsage(), {type:'stats'} with counts, {type:'stop'} by closing and exiting.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { sql } from 'kysely';
-import { isoTime, systemClock, type IdSource } from '../../packages/server/src/core/clock.ts';
+import { isoTime, systemClock, systemIds, type IdSource } from '../../packages/server/src/core/clock.ts';
 import type { HubRight, SharedAccessPolicy } from '../../packages/server/src/core/policies.ts';
 import { HubService } from '../../packages/server/src/hub/hub-service.ts';
 import { silentLogger } from '../../packages/server/src/observability/logger.ts';
@@ -38,7 +38,7 @@ interface Config {
 }
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as Config;
-const ids: IdSource = { uuid: () => randomUUID(), bytes: (n) => randomBytes(n) };
+const ids: IdSource = systemIds();
 const send = (m: Record<string, unknown>) => process.send?.(m);
 const tls = { cert: cfg.cert, key: cfg.key };
 

@@ -1,8 +1,7 @@
-import { randomBytes, randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { systemClock, type Clock, type IdSource } from './core/clock.ts';
+import { systemClock, systemIds, type Clock, type IdSource } from './core/clock.ts';
 import type { HomingConfig, HubConfig } from './config/config.ts';
 import { HubService } from './hub/hub-service.ts';
 import type { Logger } from './observability/logger.ts';
@@ -102,7 +101,7 @@ export interface StartDeps {
   moves?: { leaseMs?: number; giveUpMs?: number; afterStep?: (move: HubMove) => void | Promise<void> };
 }
 
-const realIds: IdSource = { uuid: () => randomUUID(), bytes: (n) => randomBytes(n) };
+const realIds: IdSource = systemIds();
 
 function isPrivilegedRefusal(e: unknown): boolean {
   const code = (e as { code?: string } | null)?.code;

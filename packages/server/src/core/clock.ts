@@ -1,3 +1,5 @@
+import { randomBytes, randomFillSync, randomUUID } from 'node:crypto';
+
 /** Injected time and identity sources: core code never calls Date.now or Math.random directly. */
 export interface Clock {
   /** Milliseconds since the epoch. */
@@ -12,6 +14,33 @@ export interface IdSource {
 }
 
 export const systemClock: Clock = { now: () => Date.now() };
+
+/** Bytes read from the system CSPRNG at once by {@link systemIds}. */
+const RANDOM_BLOCK_BYTES = 4096;
+
+/**
+ * Ids from the system CSPRNG. `bytes` hands out slices of a block read with one `randomFillSync` per 4 KiB, instead
+ * of one call per id (a registration takes several: the operation id, the device's generation id and etags); every
+ * byte is handed out once, as a copy, and requests larger than a block are read directly. `uuid` is node's
+ * `randomUUID`, which buffers the same way.
+ */
+export function systemIds(): IdSource {
+  const block = Buffer.alloc(RANDOM_BLOCK_BYTES);
+  let used = RANDOM_BLOCK_BYTES;
+  return {
+    uuid: () => randomUUID(),
+    bytes(n: number): Buffer {
+      if (n > RANDOM_BLOCK_BYTES / 4) return randomBytes(n);
+      if (used + n > RANDOM_BLOCK_BYTES) {
+        randomFillSync(block);
+        used = 0;
+      }
+      const out = Buffer.from(block.subarray(used, used + n));
+      used += n;
+      return out;
+    },
+  };
+}
 
 /** Azure-style timestamp: ISO-8601 UTC with 7 fractional digits. */
 export function isoTime(ms: number): string {

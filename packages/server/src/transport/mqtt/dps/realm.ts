@@ -1,5 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
-import { systemClock, type Clock, type IdSource } from '../../../core/clock.ts';
+import { systemClock, systemIds, type Clock, type IdSource } from '../../../core/clock.ts';
 import { sameRegistrationId } from '../../../core/registration-id.ts';
 import type { Logger } from '../../../observability/logger.ts';
 import type { DeviceCredential } from '../../../provisioning/registration.ts';
@@ -40,7 +39,7 @@ export const DPS_MAX_PAYLOAD_BYTES = 96 * 1024;
 /** Longest password kept for a connection: a DPS SAS is about 200 characters. Longer ones are refused (CONNACK 4). */
 const MAX_PASSWORD_BYTES = 4096;
 
-const defaultIds: IdSource = { uuid: () => randomUUID(), bytes: (n) => randomBytes(n) };
+const defaultIds: IdSource = systemIds();
 
 /**
  * The credential a DPS CONNECT presents:

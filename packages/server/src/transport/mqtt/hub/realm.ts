@@ -1,5 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
-import { systemClock, type Clock, type IdSource } from '../../../core/clock.ts';
+import { systemClock, systemIds, type Clock, type IdSource } from '../../../core/clock.ts';
 import type { HubService } from '../../../hub/hub-service.ts';
 import { CONNACK, connackCodeFor } from '../errors.ts';
 import type { ConnectOutcome, ConnectRequest, MqttLink, MqttRealm } from '../realm.ts';
@@ -18,7 +17,7 @@ export interface HubRealmOptions {
   maxPersistentSessions?: number;
 }
 
-const defaultIds: IdSource = { uuid: () => randomUUID(), bytes: (n) => randomBytes(n) };
+const defaultIds: IdSource = systemIds();
 
 /**
  * The hub's device endpoint as an MQTT realm. It claims CONNECTs whose username is
