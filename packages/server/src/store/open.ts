@@ -8,6 +8,7 @@ import { KyselyHubStore } from './kysely/hub-store.ts';
 import { KyselyProvisioningStore } from './kysely/provisioning-store.ts';
 import { KyselyCaStore } from './kysely/ca-store.ts';
 import { HomingSqliteDialect, withStatementCache } from './kysely/sqlite.ts';
+import { SqliteGroupCommit } from './kysely/sqlite-group-commit.ts';
 import { NamedStatementPool, checkSchemaName, createPgPool } from './kysely/pg-pool.ts';
 import { migrateToLatest } from './migrations/index.ts';
 
@@ -34,36 +35,41 @@ const SQLITE_CACHE_KIB = 65536;
  *
  * - SQLite: one better-sqlite3 connection (Kysely serializes queries and transactions on it), WAL with
  *   synchronous=NORMAL, a 5 s busy timeout for other processes on the same file, foreign keys on (twins are deleted
- *   with their device by cascade), and a 64 MiB page cache. The parent directory is created when missing.
+ *   with their device by cascade), and a 64 MiB page cache. The parent directory is created when missing. The
+ *   registration path's writes (a hub device with its twin; a finished operation with its record) go through a
+ *   group commit (see SqliteGroupCommit): those of one event-loop turn share one transaction.
  *   Open one store per file per process: better-sqlite3 is synchronous, so a second connection in the same process
  *   waiting on the first one's write lock would block the event loop the first one needs to finish.
  * - PostgreSQL: a pg pool of `cfg.poolSize ?? 8`. With `cfg.postgresSchema`, the schema is created when missing and
  *   every pool connection starts with it as search_path.
  */
 export async function openStore(cfg: StoreConfig, opts: OpenStoreOptions = {}): Promise<OpenedStore> {
-  const db = cfg.dialect === 'sqlite' ? openSqlite(cfg) : await openPostgres(cfg, opts);
+  const opened = cfg.dialect === 'sqlite' ? openSqlite(cfg) : { db: await openPostgres(cfg, opts), groupCommit: undefined };
+  const db = opened.db;
   try {
     await migrateToLatest(db, cfg.dialect);
   } catch (err) {
     await db.destroy();
     throw err;
   }
-  return storeOn(db, cfg.dialect);
+  return storeOn(db, cfg.dialect, opened.groupCommit);
 }
 
-function storeOn(db: Kysely<Database>, dialect: Dialect): OpenedStore {
+function storeOn(db: Kysely<Database>, dialect: Dialect, groupCommit: SqliteGroupCommit | undefined): OpenedStore {
   let closed: Promise<void> | undefined;
+  const hot = groupCommit === undefined ? {} : { groupCommit };
   return {
     dialect,
     db,
-    hub: new KyselyHubStore(db, dialect),
-    provisioning: new KyselyProvisioningStore(db),
+    hub: new KyselyHubStore(db, dialect, hot),
+    provisioning: new KyselyProvisioningStore(db, hot),
     caCertificates: new KyselyCaStore(db, dialect),
     close: () => (closed ??= db.destroy()),
   };
 }
 
-function openSqlite(cfg: StoreConfig): Kysely<Database> {
+/** SQLite: the database, and the group commit of the registration path's writes on its one connection. */
+function openSqlite(cfg: StoreConfig): { db: Kysely<Database>; groupCommit: SqliteGroupCommit } {
   const path = cfg.sqlitePath;
   if (!path) throw new Error('store: sqlitePath is required for the sqlite dialect');
   const memory = path === ':memory:';
@@ -79,7 +85,9 @@ function openSqlite(cfg: StoreConfig): Kysely<Database> {
     raw.close();
     throw err;
   }
-  return new Kysely<Database>({ dialect: new HomingSqliteDialect({ database: withStatementCache(raw) }) });
+  const conn = withStatementCache(raw);
+  const db = new Kysely<Database>({ dialect: new HomingSqliteDialect({ database: conn }) });
+  return { db, groupCommit: new SqliteGroupCommit(db, conn) };
 }
 
 async function openPostgres(cfg: StoreConfig, opts: OpenStoreOptions): Promise<Kysely<Database>> {

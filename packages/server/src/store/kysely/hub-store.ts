@@ -2,6 +2,7 @@ import { sql, type Kysely, type Selectable } from 'kysely';
 import type { ConnectionUpdate, DevicePage, Dialect, HubStore, TwinRow, WriteResult } from '../ports.ts';
 import type { DeviceIdentity, TwinState } from '../../hub/model.ts';
 import type { Database, HubDevicesTable } from './schema.ts';
+import type { SqliteGroupCommit } from './sqlite-group-commit.ts';
 import { PreparedQuery, slot } from './prepared.ts';
 
 /** The device columns a read needs: the document plus the connection columns `recordConnections` owns. */
@@ -66,10 +67,14 @@ export class KyselyHubStore implements HubStore {
   private readonly dialect: Dialect;
   private readonly q: ReturnType<typeof prepareQueries>;
 
-  constructor(db: Kysely<Database>, dialect: Dialect) {
+  /** SQLite: the group commit that createDevice's writes go through (see SqliteGroupCommit). */
+  private readonly groupCommit: SqliteGroupCommit | undefined;
+
+  constructor(db: Kysely<Database>, dialect: Dialect, opts: { groupCommit?: SqliteGroupCommit } = {}) {
     this.db = db;
     this.dialect = dialect;
     this.q = prepareQueries(db);
+    this.groupCommit = opts.groupCommit;
   }
 
   async getDevice(hubId: string, deviceId: string): Promise<DeviceIdentity | undefined> {
@@ -99,6 +104,14 @@ export class KyselyHubStore implements HubStore {
       device.lastActivityTime,
     ];
     const twinArgs = [hubId, device.deviceId, twin.version, twin.etag, JSON.stringify(twin)];
+    if (this.groupCommit) {
+      // The registration path's hub write: shares a commit with the other writes of this event-loop turn.
+      return this.groupCommit.submit((s) => {
+        if (s.run(this.q.insertDevice.bind(deviceArgs)).changes !== 1) return false;
+        s.run(this.q.insertTwin.bind(twinArgs));
+        return true;
+      });
+    }
     return this.db.transaction().execute(async (trx) => {
       // ON CONFLICT DO NOTHING: an existing id inserts no row (and raises no error) instead of failing the statement.
       const inserted = await trx.executeQuery(this.q.insertDevice.bind(deviceArgs));

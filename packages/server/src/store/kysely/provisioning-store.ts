@@ -9,6 +9,7 @@ import type {
   RegistrationRecord,
 } from '../../provisioning/model.ts';
 import type { WriteResult } from '../ports.ts';
+import { UndoUnit, type SqliteGroupCommit } from './sqlite-group-commit.ts';
 import { PreparedQuery, slot } from './prepared.ts';
 import type { Database } from './schema.ts';
 import type {
@@ -441,9 +442,13 @@ export class KyselyProvisioningStore implements ProvisioningStore {
   /** PostgreSQL: the single-statement hub-move writes (see preparePostgresMoves); undefined on SQLite. */
   private readonly pgMoves: ReturnType<typeof preparePostgresMoves> | undefined;
 
+  /** SQLite: the group commit that finished registrations go through (see SqliteGroupCommit). */
+  private readonly groupCommit: SqliteGroupCommit | undefined;
+
   /** `db` is the shared store database; the provisioning tables are attached to its type here. */
-  constructor(db: Kysely<Database>) {
+  constructor(db: Kysely<Database>, opts: { groupCommit?: SqliteGroupCommit } = {}) {
     this.db = db.withTables<ProvisioningTables>();
+    this.groupCommit = opts.groupCommit;
     this.q = prepareQueries(this.db);
     const pgsql = this.db.getExecutor().adapter instanceof PostgresAdapter;
     this.pgFinish = pgsql ? preparePostgresFinish(this.db) : undefined;
@@ -718,6 +723,7 @@ export class KyselyProvisioningStore implements ProvisioningStore {
       throw new Error(`store: the record of ${JSON.stringify(registration.record.registrationId)} given with an operation of ${JSON.stringify(op.registrationId)}`);
     }
     if (this.pgFinish) return this.createFinishedPostgres(this.pgFinish, instance, op, registration);
+    if (this.groupCommit) return this.createFinishedGrouped(this.groupCommit, instance, op, registration);
     const r = await this.inTransaction<CreateResult | 'precondition-failed'>(async (trx) => {
       // Someone is assigning this registration (its `assigning` row is stored): leave it to them.
       const busy = await trx.executeQuery(this.q.inFlightExists.bind([instance, key(op.registrationId)]));
@@ -728,6 +734,25 @@ export class KyselyProvisioningStore implements ProvisioningStore {
       return 'ok';
     });
     return r;
+  }
+
+  /** SQLite: the same three steps as one unit of a group commit (shares its COMMIT with other registrations). */
+  private createFinishedGrouped(g: SqliteGroupCommit, instance: string, op: RegistrationOperation, registration: RecordWrite): Promise<CreateResult | 'precondition-failed'> {
+    const row = recordColumns(instance, registration.record);
+    const recordArgs: unknown[] = [instance, row.registration_key, row.enrollment_kind, row.group_key, row.etag, row.doc];
+    const expect = registration.expect;
+    const recordQuery = expect.kind === 'etag' ? this.q.updateRecord : expect.kind === 'any' ? this.q.upsertRecord : this.q.insertRecord;
+    if (expect.kind === 'etag') recordArgs.push(expect.etag);
+    const inFlight = this.q.inFlightExists.bind([instance, key(op.registrationId)]);
+    const writeRecord = recordQuery.bind(recordArgs);
+    const insertOp = this.q.insertOperation.bind(operationArgs(instance, op));
+    return g.submit<CreateResult | 'precondition-failed'>((s) => {
+      // Someone is assigning this registration (its `assigning` row is stored): leave it to them.
+      if (s.all(inFlight).length > 0) return 'exists';
+      if (s.run(writeRecord).changes < 1) return 'precondition-failed';
+      if (s.run(insertOp).changes !== 1) throw new UndoUnit<CreateResult>('exists');
+      return 'ok';
+    });
   }
 
   private async createFinishedPostgres(

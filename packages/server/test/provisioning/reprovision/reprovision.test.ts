@@ -53,6 +53,12 @@ function lookup(f: RuntimeFixture, id: string, key: string) {
   });
 }
 
+/**
+ * Lets the event loop run one turn. `inject()` polls run on promises alone; a loop of them would never let the store
+ * reach its next event-loop turn, where the SQLite group commit stores what the polls wait for.
+ */
+const nextTurn = () => new Promise<void>((r) => setImmediate(r));
+
 function body(r: LightMyRequestResponse): OpBody {
   return r.json<OpBody>();
 }
@@ -244,6 +250,7 @@ test('during a move the registration and the operation read assigning; two regis
     for (;;) {
       const p = await poll(f, 'a-1', firstOp, key);
       if (p.statusCode === 200) break;
+      await nextTurn();
     }
     await f.hubs.get('hub-a.test')!.patchReported('a-1', { r: 7 });
     await changeGroup(f, 'A', (x) => ({ ...x, iotHubs: ['hub-b.test'] }));
@@ -254,7 +261,7 @@ test('during a move the registration and the operation read assigning; two regis
     assert.equal(body(r1).operationId, body(r2).operationId);
     const op = body(r1).operationId;
     // Wait until the move is stored (the planned step ran; the import is held by the gate).
-    while ((await f.store.provisioning.getHubMove(f.instanceName, 'a-1')) === undefined) await new Promise<void>((r) => setImmediate(r));
+    while ((await f.store.provisioning.getHubMove(f.instanceName, 'a-1')) === undefined) await nextTurn();
     const p = await poll(f, 'a-1', op, key);
     assert.equal(p.statusCode, 202);
     assert.equal(body(p).status, 'assigning');
@@ -273,6 +280,7 @@ test('during a move the registration and the operation read assigning; two regis
         final = body(q);
         break;
       }
+      await nextTurn();
     }
     assert.equal(final.status, 'assigned');
     assert.equal(final.registrationState?.assignedHub, 'hub-b.test');
