@@ -84,9 +84,12 @@ async function main(): Promise<void> {
     const inter = await issueCertificate({ commonName: 'Homing Variants Device Intermediate', isCA: true, pathLength: 0, issuer: root });
     const serverCfg = { dir, cert: serverCert.certPem, key: serverCert.keyPem, rootCa: root.certPem };
 
-    const homing = startRegisterChild('./variants-server.ts', [JSON.stringify({ mode: 'homing', ...serverCfg })], serverCpu, 'homing server');
+    // HOMING_BENCH_PROFILE_DIR=<dir>: the server children write V8 CPU profiles there.
+    const profileDir = process.env.HOMING_BENCH_PROFILE_DIR;
+    const flags = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+    const homing = startRegisterChild('./variants-server.ts', [JSON.stringify({ mode: 'homing', ...serverCfg })], serverCpu, 'homing server', flags);
     children.push(homing);
-    const ceiling = startRegisterChild('./variants-server.ts', [JSON.stringify({ mode: 'bare', ...serverCfg })], serverCpu, 'ceiling server');
+    const ceiling = startRegisterChild('./variants-server.ts', [JSON.stringify({ mode: 'bare', ...serverCfg })], serverCpu, 'ceiling server', flags);
     children.push(ceiling);
     type Ready = { httpsPort: number; mqttPort: number; idScope?: string; groupKey?: string };
     const [hReady, cReady] = await Promise.all([firstMessage<Ready>(homing, 'ready', 60_000), firstMessage<Ready>(ceiling, 'ready', 60_000)]);

@@ -1,13 +1,14 @@
 import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import {
   normalizeIfMatch,
   parseEnrollmentGroup,
   parseIndividualEnrollment,
   type ParseContext,
 } from '../../src/provisioning/enrollments.ts';
-import { certificateVersion } from '../../src/provisioning/enrollments/x509.ts';
+import { certificateInfo } from '../../src/provisioning/enrollments/x509.ts';
+import { certificateVersionOf } from '../../src/core/x509-chain.ts';
 import type { LinkedHub } from '../../src/provisioning/model.ts';
 import { HUB1, HUB2, hubConnectionString, key, testCertificate, throwsWith } from './fixtures.ts';
 
@@ -166,9 +167,9 @@ describe('attestation', () => {
     });
 
     it('reads the X.509 version from the DER', () => {
-      assert.equal(certificateVersion(cert.der), 3);
-      assert.equal(certificateVersion(Buffer.from([0x30, 0x03, 0x30, 0x01, 0x02])), 1);
-      assert.equal(certificateVersion(Buffer.alloc(0)), 1);
+      const parsed = new X509Certificate(cert.der);
+      assert.equal(certificateVersionOf(parsed), 3);
+      assert.equal(certificateInfo(parsed).version, 3);
     });
   });
 });

@@ -1,7 +1,6 @@
 import { X509Certificate, createHash } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { Certificate } from '@peculiar/asn1-x509';
 import { HomingError } from '../../core/errors.ts';
+import { certificateVersionOf } from '../../core/x509-chain.ts';
 import type { X509CertificateInfo } from '../model.ts';
 
 /**
@@ -44,15 +43,6 @@ function certTime(s: string): string {
   return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
-/** The X.509 version (1..3) of a DER certificate; 1 when it cannot be read (the field is optional, v1 by default). */
-export function certificateVersion(der: Buffer): number {
-  try {
-    return AsnConvert.parse(der, Certificate).tbsCertificate.version + 1;
-  } catch {
-    return 1;
-  }
-}
-
 export function certificateInfo(cert: X509Certificate): X509CertificateInfo {
   return {
     subjectName: distinguishedName(cert.subject),
@@ -62,6 +52,7 @@ export function certificateInfo(cert: X509Certificate): X509CertificateInfo {
     notBeforeUtc: certTime(cert.validFrom),
     notAfterUtc: certTime(cert.validTo),
     serialNumber: cert.serialNumber.toUpperCase(),
-    version: certificateVersion(cert.raw),
+    // v1 when it cannot be read (the field is optional, v1 by default).
+    version: certificateVersionOf(cert) ?? 1,
   };
 }
