@@ -17,13 +17,9 @@ import { createServer, type Server } from 'node:https';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { sql } from 'kysely';
-import { isoTime, systemClock, systemIds, type IdSource } from '../../packages/server/src/core/clock.ts';
-import type { HubRight, SharedAccessPolicy } from '../../packages/server/src/core/policies.ts';
-import { HubService } from '../../packages/server/src/hub/hub-service.ts';
 import { silentLogger } from '../../packages/server/src/observability/logger.ts';
-import { InProcessHubClientFactory } from '../../packages/server/src/provisioning/hub-client-inprocess.ts';
-import { RegistrationService } from '../../packages/server/src/provisioning/registration.ts';
 import { openStore, type OpenedStore } from '../../packages/server/src/store/open.ts';
+import { createRegisterWorld } from './register-world.ts';
 import { createHttpsApp } from '../../packages/server/src/transport/http/app.ts';
 import { registerDpsDeviceApi } from '../../packages/server/src/transport/http/dps-device-api.ts';
 import { issueCertificate } from '../../packages/server/src/transport/tls/pki.ts';
@@ -39,7 +35,6 @@ interface Config {
 }
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as Config;
-const ids: IdSource = systemIds();
 const send = (m: Record<string, unknown>) => process.send?.(m);
 
 async function pki(): Promise<{ ca: string; cert: string; key: string }> {
@@ -83,32 +78,9 @@ async function startHoming(tls: { cert: string; key: string }): Promise<Homing> 
     cfg.store === 'postgres'
       ? await openStore({ dialect: 'postgres', postgresUrl: withApplicationName(cfg.postgresUrl!, schema!), postgresSchema: schema!, poolSize: cfg.poolSize ?? 8 })
       : await openStore({ dialect: 'sqlite', sqlitePath: join(cfg.dir, 'homing.db') });
-  const key = () => randomBytes(32).toString('base64');
-  const hubs: HubService[] = [];
-  const linked = [];
-  for (const name of ['hub-1.bench', 'hub-2.bench']) {
-    const owner: SharedAccessPolicy<HubRight> = { keyName: 'iothubowner', primaryKey: key(), secondaryKey: key(), rights: ['RegistryRead', 'RegistryWrite', 'ServiceConnect', 'DeviceConnect'] };
-    hubs.push(new HubService({ hubId: name, hostNames: [name], policies: [owner], store: store.hub, clock: systemClock, ids }));
-    linked.push({ name, connectionString: `HostName=${name};SharedAccessKeyName=iothubowner;SharedAccessKey=${owner.primaryKey}`, location: 'local', allocationWeight: 1, applyAllocationPolicy: true });
-  }
-  const idScope = `0ne${randomBytes(4).toString('hex').toUpperCase()}`;
-  const instance = 'bench';
-  const now = isoTime(Date.now());
-  await store.provisioning.createInstance({ name: instance, idScope, serviceHostNames: ['bench.local'], allocationPolicy: 'hashed', policies: [], linkedHubs: linked, etag: 'e' });
-  const groupKey = key();
-  await store.provisioning.createEnrollmentGroup(instance, {
-    enrollmentGroupId: 'bench-group',
-    attestation: { type: 'symmetricKey', symmetricKey: { primaryKey: groupKey, secondaryKey: key() } },
-    capabilities: { iotEdge: false },
-    initialTwin: { tags: { fleet: 'bench' }, properties: { desired: { interval: 60 } } },
-    provisioningStatus: 'enabled',
-    reprovisionPolicy: { updateHubAssignment: true, migrateDeviceData: true },
-    etag: 'g',
-    createdDateTimeUtc: now,
-    lastUpdatedDateTimeUtc: now,
-  });
+  const world = await createRegisterWorld(store);
+  const { service, idScope, groupKey, instance } = world;
   const logger = silentLogger();
-  const service = new RegistrationService({ store: store.provisioning, hubs: new InProcessHubClientFactory(hubs, systemClock), clock: systemClock, ids, logger });
   const app = createHttpsApp({ logger, errorFlavor: 'dps', api: 'dps-device', tls });
   registerDpsDeviceApi(app, { registration: service, ...(cfg.budgetMs === undefined ? {} : { responseBudgetMs: cfg.budgetMs }) });
   await app.listen({ host: '127.0.0.1', port: 0 });
@@ -122,8 +94,7 @@ async function startHoming(tls: { cert: string; key: string }): Promise<Homing> 
     schema,
     async close() {
       await app.close();
-      await service.drain();
-      for (const h of hubs) h.close();
+      await world.close();
       await store.close();
     },
   };

@@ -69,7 +69,7 @@ function storeOn(db: Kysely<Database>, dialect: Dialect, groupCommit: SqliteGrou
 }
 
 /** SQLite: the database, and the group commit of the registration path's writes on its one connection. */
-function openSqlite(cfg: StoreConfig): { db: Kysely<Database>; groupCommit: SqliteGroupCommit } {
+function openSqlite(cfg: StoreConfig): { db: Kysely<Database>; groupCommit: SqliteGroupCommit | undefined } {
   const path = cfg.sqlitePath;
   if (!path) throw new Error('store: sqlitePath is required for the sqlite dialect');
   const memory = path === ':memory:';
@@ -87,7 +87,7 @@ function openSqlite(cfg: StoreConfig): { db: Kysely<Database>; groupCommit: Sqli
   }
   const conn = withStatementCache(raw);
   const db = new Kysely<Database>({ dialect: new HomingSqliteDialect({ database: conn }) });
-  return { db, groupCommit: new SqliteGroupCommit(db, conn) };
+  return { db, groupCommit: cfg.sqliteGroupCommit === false ? undefined : new SqliteGroupCommit(db, conn) };
 }
 
 async function openPostgres(cfg: StoreConfig, opts: OpenStoreOptions): Promise<Kysely<Database>> {

@@ -76,6 +76,11 @@ export interface StoreConfig {
   postgresSchema?: string;
   /** PostgreSQL pool size (default 8). */
   poolSize?: number;
+  /**
+   * SQLite: group the registration path's writes of one event-loop turn into one transaction (default true; see
+   * SqliteGroupCommit). Off: each of those writes is its own transaction (benches compare the two).
+   */
+  sqliteGroupCommit?: boolean;
 }
 
 /** The opened store: one database, one migration history, one port per module. */
