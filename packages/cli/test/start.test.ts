@@ -156,4 +156,13 @@ describe('homing start', () => {
     assert.notEqual(code, 0);
     assert.match(err, /port number/);
   });
+
+  it('rejects a database pool size outside 1..1000 before starting anything', async () => {
+    const child = spawn(process.execPath, ['--conditions=homing-source', '--import', 'tsx', CLI_SOURCE, 'start', '--database-pool-size', '0'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.notEqual(code, 0);
+    assert.match(err, /--database-pool-size.*expected an integer from 1 to 1000/);
+  });
 });

@@ -9,6 +9,7 @@ interface StartFlags {
   mqttPort?: number;
   httpsPort?: number;
   databaseUrl?: string;
+  databasePoolSize?: number;
   logLevel?: string;
   registrationsPerMinute?: number;
   quotaPreset?: 'default' | 'azure';
@@ -19,6 +20,13 @@ interface StartFlags {
 export function parseQuota(v: string): number {
   const n = Number(v);
   if (v.trim() === '' || !Number.isInteger(n) || n < 0 || n > 1_000_000_000) throw new InvalidArgumentError('expected an integer from 0 (off) to 1000000000');
+  return n;
+}
+
+/** A PostgreSQL pool size: an integer from 1 to 1000. */
+export function parsePoolSize(v: string): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isInteger(n) || n < 1 || n > 1000) throw new InvalidArgumentError('expected an integer from 1 to 1000');
   return n;
 }
 
@@ -61,6 +69,7 @@ export function startCommand(): Command {
     .addOption(new Option('--mqtt-port <port>', 'MQTT/TLS port of every hub and of the provisioning service').argParser(parsePort).default(8883))
     .addOption(new Option('--https-port <port>', 'HTTPS port of every hub and of the provisioning service (the official service SDKs dial 443 only)').argParser(parsePort).default(443))
     .option('--database-url <url>', 'PostgreSQL URL (default: embedded SQLite; env HOMING_DATABASE_URL)')
+    .addOption(new Option('--database-pool-size <n>', 'PostgreSQL connections of this process (default 8; env HOMING_DATABASE_POOL_SIZE)').argParser(parsePoolSize))
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .addOption(new Option('--registrations-per-minute <n>', 'registration quota of the provisioning instance: register + status lookup calls per minute (0: off; stored with the instance)').argParser(parseQuota))
     .option('--config <file>', 'JSON file with dps.geoLatency (network map) and dps.customAllocation (webhook timeout, signing secret, CA) settings (docs/api/allocation.md)')
@@ -73,6 +82,7 @@ export function startCommand(): Command {
         ...(flags.mqttPort !== undefined ? { mqttPort: flags.mqttPort } : {}),
         ...(flags.httpsPort !== undefined ? { httpsPort: flags.httpsPort } : {}),
         ...(flags.databaseUrl ? { databaseUrl: flags.databaseUrl } : {}),
+        ...(flags.databasePoolSize !== undefined ? { databasePoolSize: flags.databasePoolSize } : {}),
         ...(flags.logLevel ? { logLevel: flags.logLevel } : {}),
         ...(flags.registrationsPerMinute !== undefined ? { registrationsPerMinute: flags.registrationsPerMinute } : {}),
         ...(flags.quotaPreset ? { quotaPreset: flags.quotaPreset } : {}),

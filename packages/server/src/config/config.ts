@@ -80,22 +80,32 @@ export function defaultHubPolicies(): SharedAccessPolicy<HubRight>[] {
 export interface HomingEnv {
   databaseUrl: string | undefined;
   logLevel: string | undefined;
+  /** HOMING_DATABASE_POOL_SIZE: PostgreSQL pool size (NaN when set but not a number; validateConfig refuses it). */
+  databasePoolSize?: number | undefined;
 }
 
 export function readEnv(env: NodeJS.ProcessEnv = process.env): HomingEnv {
   return {
     databaseUrl: env.HOMING_DATABASE_URL || env.DATABASE_URL || undefined,
     logLevel: env.HOMING_LOG_LEVEL || undefined,
+    databasePoolSize: env.HOMING_DATABASE_POOL_SIZE ? Number(env.HOMING_DATABASE_POOL_SIZE) : undefined,
   };
 }
 
 const HOST_RE = /^[A-Za-z0-9.-]{1,253}$/;
+
+/** Largest PostgreSQL pool a process may ask for (PostgreSQL's own max_connections is 100 by default). */
+export const MAX_POOL_SIZE = 1000;
 
 /** Validates a config once and freezes it. Throws an Error naming the first bad field. */
 export function validateConfig(c: HomingConfig): Readonly<HomingConfig> {
   const names = new Set<string>();
   if (!c.dataDir) throw new Error('config: dataDir is required');
   if (c.store.dialect === 'postgres' && !c.store.postgresUrl) throw new Error('config: store.postgresUrl is required for postgres');
+  const pool = c.store.poolSize;
+  if (pool !== undefined && (!Number.isInteger(pool) || pool < 1 || pool > MAX_POOL_SIZE)) {
+    throw new Error(`config: store.poolSize must be an integer from 1 to ${MAX_POOL_SIZE}`);
+  }
   for (const [i, h] of c.hubs.entries()) {
     if (!HOST_RE.test(h.hostName)) throw new Error(`config: hubs[${i}].hostName is not a host name`);
     const key = h.hostName.toLowerCase();

@@ -16,6 +16,8 @@ export interface StartOptions {
   dpsHost?: string;
   /** PostgreSQL URL; when absent the embedded SQLite store in the data directory is used. */
   databaseUrl?: string;
+  /** PostgreSQL pool size (default 8); ignored on the embedded store. */
+  databasePoolSize?: number;
   logLevel?: string;
   /** Register PUTs + status lookups per minute of the default instance (0: off). Written into the instance at start. */
   registrationsPerMinute?: number;
@@ -65,6 +67,7 @@ export async function loadStartConfig(opts: StartOptions, env: HomingEnv = readE
   const hubHosts = opts.hubHosts && opts.hubHosts.length > 0 ? opts.hubHosts : DEFAULT_HUB_HOSTS;
   const state = await loadOrCreateState(dataDir, hubHosts);
   const databaseUrl = opts.databaseUrl ?? env.databaseUrl;
+  const poolSize = opts.databasePoolSize ?? env.databasePoolSize;
   const quotas: InstanceQuotaSettings = {
     ...(opts.quotaPreset === undefined ? {} : { preset: opts.quotaPreset }),
     ...(opts.registrationsPerMinute === undefined ? {} : { registrationsPerMinute: opts.registrationsPerMinute }),
@@ -72,7 +75,9 @@ export async function loadStartConfig(opts: StartOptions, env: HomingEnv = readE
   const fileSettings = opts.configFile === undefined ? {} : await readConfigFile(opts.configFile);
   const config: HomingConfig = {
     dataDir,
-    store: databaseUrl ? { dialect: 'postgres', postgresUrl: databaseUrl } : { dialect: 'sqlite', sqlitePath: join(dataDir, 'homing.db') },
+    store: databaseUrl
+      ? { dialect: 'postgres', postgresUrl: databaseUrl, ...(poolSize === undefined ? {} : { poolSize }) }
+      : { dialect: 'sqlite', sqlitePath: join(dataDir, 'homing.db') },
     hubs: hubHosts.map((hostName) => ({
       hostName,
       bindAddress: isIP(hostName) ? hostName : '127.0.0.1',
