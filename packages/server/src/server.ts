@@ -39,7 +39,7 @@ import { InProcessFleetHubs } from './provisioning/fleet/hubs.ts';
 import { KyselyFleetJobStore } from './store/kysely/fleet-job-store.ts';
 import { registerFleetApi } from './transport/http/fleet-api.ts';
 import { registerPortal } from './transport/http/portal.ts';
-import { registerPortalAdminApi } from './transport/http/portal-admin-api.ts';
+import { DeviceApiCounters, registerPortalAdminApi } from './transport/http/portal-admin-api.ts';
 import { PortalQueries } from './store/kysely/portal-queries.ts';
 
 /** What `homing start` writes to DIR/connection.json so scripts can drive it. */
@@ -295,7 +295,9 @@ async function startProvisioning(config: Readonly<HomingConfig>, d: Provisioning
     logger: d.log,
   });
   registerFleetApi(http, { instances: resolver, fleet, clock: d.clock });
-  registerPortalAdminApi(http, { instances: resolver, queries: new PortalQueries(d.store.db, d.store.dialect), quotas, clock: d.clock, logger: d.log });
+  // 429s and calls per minute of both device transports, for /homing/stats.
+  const deviceApiCounters = new DeviceApiCounters();
+  registerPortalAdminApi(http, { instances: resolver, queries: new PortalQueries(d.store.db, d.store.dialect), quotas, clock: d.clock, logger: d.log, counters: deviceApiCounters });
   registerPortal(http, { logger: d.log });
   let httpsPort = config.dps.httpsPort;
   try {
@@ -311,7 +313,13 @@ async function startProvisioning(config: Readonly<HomingConfig>, d: Provisioning
   const dpsMqttOpts = {
     host: config.dps.bindAddress,
     tls: { ...d.tls, requestCert: true },
-    realms: [createDpsRealm(deviceRuntime, { logger: d.log, responseBudgetMs: config.dps.responseBudgetMs })],
+    realms: [
+      createDpsRealm(deviceRuntime, {
+        logger: d.log,
+        responseBudgetMs: config.dps.responseBudgetMs,
+        onAnswer: (idScope, status) => deviceApiCounters.count(idScope, d.clock.now(), status),
+      }),
+    ],
     logger: d.log,
     metrics: d.metrics,
     // Bodies up to 96 KB are answered (413 beyond); bigger packets close the connection before being buffered.

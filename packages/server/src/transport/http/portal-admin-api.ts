@@ -20,7 +20,7 @@ import { header, serviceRoute, type ServiceHandler, type ServiceRight } from './
  * - `GET /homing/stats` (RegistrationStatusRead): assigned devices per linked hub (counted at most every 1.5 s, with a
  *   short sampled history),
  *   records per status, and per minute for the last hour: finished registrations (assigned / failed, from the
- *   stored operations) and device API calls answered 429 (counted here, at the HTTP transport), next to the
+ *   stored operations) and device API calls answered 429 (counted at the transports: this HTTPS listener and the DPS MQTT realm), next to the
  *   registrations-per-minute quota;
  * - `GET /homing/events?since=` (RegistrationStatusRead): a Server-Sent Events stream of registration events
  *   (`assigned`, `migrated`, `reset`, `failed`, `disabled`). The stream polls the stored registration operations
@@ -35,6 +35,8 @@ export interface PortalAdminApiDeps {
   logger: Logger;
   /** Event stream poll interval (default 1000 ms). */
   eventPollMs?: number;
+  /** Device API answer counters shared with the DPS MQTT realm (default: HTTPS answers only). */
+  counters?: DeviceApiCounters;
 }
 
 export type PortalEventType = 'assigned' | 'migrated' | 'reset' | 'failed' | 'disabled';
@@ -92,14 +94,32 @@ export function eventOf(op: FinishedOperationRow): PortalEvent | undefined {
   return ev;
 }
 
-/** Rolling per-minute counters of device API answers, per id scope (the last HISTORY_MINUTES minutes). */
-class DeviceApiCounters {
+/** Id scopes counted at most (the instances of one Homing are far fewer). */
+export const MAX_COUNTED_SCOPES = 1024;
+
+/**
+ * Rolling per-minute counters of device API answers, per id scope (the last HISTORY_MINUTES minutes). One instance
+ * is fed by both device transports: this HTTPS listener's responses and the DPS MQTT realm's answers.
+ */
+export class DeviceApiCounters {
+  /** Id scopes with counters (read by tests). */
+  get scopes(): number {
+    return this.minutes.size;
+  }
+
   private readonly minutes = new Map<string, Map<string, { calls: number; throttled: number }>>();
 
   count(idScope: string, nowMs: number, status: number): void {
     const scope = idScope.toLowerCase();
     let m = this.minutes.get(scope);
-    if (m === undefined) this.minutes.set(scope, (m = new Map()));
+    if (m === undefined) {
+      // Any id scope can be written in a request path or an MQTT username: keep a bounded number (oldest out).
+      if (this.minutes.size >= MAX_COUNTED_SCOPES) {
+        const oldest = this.minutes.keys().next();
+        if (oldest.done !== true) this.minutes.delete(oldest.value);
+      }
+      this.minutes.set(scope, (m = new Map()));
+    }
     const k = isoMinute(nowMs);
     const c = m.get(k) ?? { calls: 0, throttled: 0 };
     c.calls++;
@@ -123,7 +143,7 @@ interface Sample {
 
 export function registerPortalAdminApi(app: FastifyInstance, deps: PortalAdminApiDeps): void {
   const { queries, clock } = deps;
-  const counters = new DeviceApiCounters();
+  const counters = deps.counters ?? new DeviceApiCounters();
   const history = new Map<string, Sample[]>();
   const streams = new Set<() => void>();
 

@@ -11,6 +11,8 @@ import { loadStartConfig } from '../../../src/config/load.ts';
 import { createLogger, silentLogger } from '../../../src/observability/logger.ts';
 import type { RegistrationRecord } from '../../../src/provisioning/model.ts';
 import { startHoming, type RunningHoming } from '../../../src/server.ts';
+import { RawClient } from '../mqtt/helpers.ts';
+import { REGISTER, dpsUsername, registerBody, request as mqttRequest, type DpsAnswer } from '../mqtt/dps/helpers.ts';
 import { createHttpsApp } from '../../../src/transport/http/app.ts';
 import { registerPortal } from '../../../src/transport/http/portal.ts';
 import { realIds, uniqueLoopback } from '../../helpers/ids.ts';
@@ -127,6 +129,23 @@ function suite(dialect: 'sqlite' | 'postgres'): void {
       return https('PUT', `/${idScope}/registrations/${registrationId}/register?${DEVICE_API}`, { auth, body: { registrationId } });
     }
 
+    /** One register request over the DPS MQTT listener with a raw client; the answer's status. */
+    async function registerOverMqtt(registrationId: string): Promise<DpsAnswer> {
+      const put = await https('PUT', `/enrollments/${registrationId}?${API}`, { auth: sas(), body: { registrationId, attestation: { type: 'symmetricKey', symmetricKey: {} } } });
+      assert.equal(put.status, 200, put.text);
+      const key = String(((put.json.attestation as { symmetricKey: { primaryKey: string } }).symmetricKey).primaryKey);
+      const idScope = homing.dps.instance.idScope;
+      const c = await RawClient.connect(homing.dps.mqttPort, ca, { host: dpsHost, servername: dpsHost });
+      try {
+        const password = buildSas({ sr: `${idScope}/registrations/${registrationId}`, keyBase64: key, keyName: 'registration', expirySeconds: Math.floor(Date.now() / 1000) + 600 });
+        const ack = await c.connect({ clientId: registrationId, username: dpsUsername(idScope, registrationId), password });
+        assert.equal(ack.returnCode, 0);
+        return await mqttRequest(c, `${REGISTER}?$rid=1`, registerBody(registrationId));
+      } finally {
+        c.end();
+      }
+    }
+
     before(async () => {
       dataDir = mkdtempSync(join(tmpdir(), 'homing-portal-api-'));
       dpsHost = uniqueLoopback();
@@ -240,9 +259,15 @@ function suite(dialect: 'sqlite' | 'postgres'): void {
       assert.ok(throttledSeen, 'a register call was throttled');
       const stats = await https('GET', '/homing/stats', { auth: sas() });
       const minutes = stats.json.perMinute as { assigned: number; throttled: number; calls: number }[];
-      assert.ok(minutes.reduce((s, m) => s + m.throttled, 0) >= 1);
+      const throttledOverHttps = minutes.reduce((s, m) => s + m.throttled, 0);
+      assert.ok(throttledOverHttps >= 1);
       assert.ok(minutes.reduce((s, m) => s + m.assigned, 0) >= 1);
       assert.deepEqual(stats.json.quota, { registrationsPerMinute: 1 });
+      // A register over MQTT in the same minute is throttled too, and counted with the HTTPS ones.
+      const mqttAnswer = await registerOverMqtt('portal-dev-mqtt');
+      assert.equal(mqttAnswer.status, 429);
+      const after = (await https('GET', '/homing/stats', { auth: sas() })).json.perMinute as { throttled: number }[];
+      assert.equal(after.reduce((s, m) => s + m.throttled, 0), throttledOverHttps + 1);
       assert.equal((await https('PUT', '/homing/instance/quotas', { auth: sas(), body: {} })).status, 200);
     });
 

@@ -131,7 +131,8 @@ export class RawClient {
     );
   }
 
-  static connect(port: number, ca: string, creds: { cert?: string; key?: string } = {}): Promise<RawClient> {
+  /** TLS to `host` (default 127.0.0.1, certificate name localhost). */
+  static connect(port: number, ca: string, creds: { cert?: string; key?: string; host?: string; servername?: string } = {}): Promise<RawClient> {
     return new Promise((resolve, reject) => {
       const s = tlsConnect({ host: '127.0.0.1', port, ca, servername: 'localhost', ...creds }, () => resolve(new RawClient(s)));
       s.once('error', reject);

@@ -19,6 +19,8 @@ export interface DpsRealmOptions {
    * Default 100 (as the HTTPS transport).
    */
   responseBudgetMs?: number;
+  /** Told of every answer sent (id scope, status), e.g. to count 429s next to the HTTPS device API's. */
+  onAnswer?: (idScope: string, status: number) => void;
   /** Largest request payload, bytes (DPS: 96 KB, the default). Larger payloads are answered 413. */
   maxPayloadBytes?: number;
   /** `retry-after` of a 5xx answer without its own (seconds). Default 5. */
@@ -82,6 +84,7 @@ export function createDpsRealm(registration: DpsMqttRuntime, opts: DpsRealmOptio
     responseBudgetMs: Math.max(0, opts.responseBudgetMs ?? 100),
     maxPayloadBytes: opts.maxPayloadBytes ?? DPS_MAX_PAYLOAD_BYTES,
     serverErrorRetryAfterSeconds: Math.max(1, Math.ceil(opts.serverErrorRetryAfterSeconds ?? 5)),
+    onAnswer: opts.onAnswer,
   };
   const credentialOf = opts.credential ?? defaultDpsCredential;
 

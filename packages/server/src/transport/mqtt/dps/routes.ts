@@ -24,6 +24,8 @@ export interface DpsRealmContext {
   readonly maxPayloadBytes: number;
   /** `retry-after` of a 5xx answer that carries none of its own (seconds, ≥ 1). The SDK retries 5xx forever. */
   readonly serverErrorRetryAfterSeconds: number;
+  /** Told of every answer sent (the id scope of the connection, the status): per-minute device API counters. */
+  readonly onAnswer?: ((idScope: string, status: number) => void) | undefined;
 }
 
 /** One device connection as handlers see it. */

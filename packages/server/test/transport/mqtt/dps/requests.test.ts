@@ -29,6 +29,8 @@ describe('DPS over MQTT: requests and answers', () => {
   let portB: number;
   /** Real throttle: 1 registration per minute. */
   let portThrottled: number;
+  /** Answers the throttled listener reported through `onAnswer` (what /homing/stats counts). */
+  const throttledAnswers: { idScope: string; status: number }[] = [];
   /** A runtime that fails on purpose (by registration id). */
   let portFaulty: number;
   let throttledService: RegistrationService;
@@ -59,8 +61,8 @@ describe('DPS over MQTT: requests and answers', () => {
       }),
     });
     const tls = { cert: pki.server.certPem, key: pki.server.keyPem };
-    const start = async (runtime: DpsMqttRuntime, o: { responseBudgetMs: number; logger?: ReturnType<typeof silentLogger> }) => {
-      const l = await startDpsListener(createDpsRealm(runtime, { logger: o.logger ?? silentLogger(), responseBudgetMs: o.responseBudgetMs }), tls);
+    const start = async (runtime: DpsMqttRuntime, o: { responseBudgetMs: number; logger?: ReturnType<typeof silentLogger>; onAnswer?: (idScope: string, status: number) => void }) => {
+      const l = await startDpsListener(createDpsRealm(runtime, { logger: o.logger ?? silentLogger(), responseBudgetMs: o.responseBudgetMs, ...(o.onAnswer ? { onAnswer: o.onAnswer } : {}) }), tls);
       listeners.push(l);
       return l.address().port;
     };
@@ -75,7 +77,7 @@ describe('DPS over MQTT: requests and answers', () => {
       readCacheMs: 0,
       limits: { registrationsPerMinute: 1 },
     });
-    portThrottled = await start(throttledService, { responseBudgetMs: 30_000 });
+    portThrottled = await start(throttledService, { responseBudgetMs: 30_000, onAnswer: (idScope, status) => throttledAnswers.push({ idScope, status }) });
     const faulty: DpsMqttRuntime = {
       async register(idScope, registrationId, body, credential) {
         if (registrationId === 'unavailable') throw new HomingError('ServiceUnavailable', 'The hub is unavailable.', { retryAfterSeconds: 7 });
@@ -304,6 +306,11 @@ describe('DPS over MQTT: requests and answers', () => {
     const before = await f.counts();
     const second = await request(c, `${REGISTER}?$rid=t2`, registerBody('thr-1'));
     assertError(second, 429, 429001, 't2');
+    // Every answer is reported with the connection's id scope, the 429 included.
+    assert.deepEqual(throttledAnswers.slice(-2), [
+      { idScope: f.idScope, status: 200 },
+      { idScope: f.idScope, status: 429 },
+    ]);
     const retryAfter = second.params.get('retry-after');
     assert.match(retryAfter ?? '', /^[1-9]\d*$/);
     assert.ok(Number(retryAfter) <= 60);

@@ -11,6 +11,7 @@ import { responseTopic, retryAfterValue } from '../topics.ts';
  */
 export function respond(scope: DpsScope, status: number, rid: string, payload: string, retryAfterSeconds?: number): void {
   scope.link.publish(responseTopic(status, rid, retryAfterSeconds), payload, 0);
+  scope.realm.onAnswer?.(scope.idScope, status);
 }
 
 /** A use-case reply: 200 with the final status, or 202 `assigning` with an integer retry-after ≥ 1. */
