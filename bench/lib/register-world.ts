@@ -3,7 +3,8 @@
  * them and one symmetric-key enrollment group, with the real RegistrationService on top.
  */
 import { randomBytes } from 'node:crypto';
-import { isoTime, systemClock, systemIds } from '../../packages/server/src/core/clock.ts';
+import { isoTime, systemClock, systemIds, type IdSource } from '../../packages/server/src/core/clock.ts';
+import type { LinkedHub } from '../../packages/server/src/provisioning/model.ts';
 import type { HubRight, SharedAccessPolicy } from '../../packages/server/src/core/policies.ts';
 import { HubService } from '../../packages/server/src/hub/hub-service.ts';
 import { silentLogger } from '../../packages/server/src/observability/logger.ts';
@@ -21,16 +22,23 @@ export interface RegisterWorld {
   close(): Promise<void>;
 }
 
-export async function createRegisterWorld(store: OpenedStore): Promise<RegisterWorld> {
-  const ids = systemIds();
-  const key = () => randomBytes(32).toString('base64');
+const key = () => randomBytes(32).toString('base64');
+
+/** The 2 in-process bench hubs on `store`, and their linked-hub entries (weight 1 each). */
+export function createBenchHubs(store: OpenedStore, ids: IdSource): { hubs: HubService[]; linked: LinkedHub[] } {
   const hubs: HubService[] = [];
-  const linked = [];
+  const linked: LinkedHub[] = [];
   for (const name of ['hub-1.bench', 'hub-2.bench']) {
     const owner: SharedAccessPolicy<HubRight> = { keyName: 'iothubowner', primaryKey: key(), secondaryKey: key(), rights: ['RegistryRead', 'RegistryWrite', 'ServiceConnect', 'DeviceConnect'] };
     hubs.push(new HubService({ hubId: name, hostNames: [name], policies: [owner], store: store.hub, clock: systemClock, ids }));
     linked.push({ name, connectionString: `HostName=${name};SharedAccessKeyName=iothubowner;SharedAccessKey=${owner.primaryKey}`, location: 'local', allocationWeight: 1, applyAllocationPolicy: true });
   }
+  return { hubs, linked };
+}
+
+export async function createRegisterWorld(store: OpenedStore): Promise<RegisterWorld> {
+  const ids = systemIds();
+  const { hubs, linked } = createBenchHubs(store, ids);
   const idScope = `0ne${randomBytes(4).toString('hex').toUpperCase()}`;
   const instance = 'bench';
   const now = isoTime(Date.now());

@@ -14,8 +14,6 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { sql } from 'kysely';
 import { isoTime, systemClock, systemIds, type IdSource } from '../../packages/server/src/core/clock.ts';
-import type { HubRight, SharedAccessPolicy } from '../../packages/server/src/core/policies.ts';
-import { HubService } from '../../packages/server/src/hub/hub-service.ts';
 import { silentLogger } from '../../packages/server/src/observability/logger.ts';
 import { CaCertificateService } from '../../packages/server/src/provisioning/ca-certificates.ts';
 import { InProcessHubClientFactory } from '../../packages/server/src/provisioning/hub-client-inprocess.ts';
@@ -27,6 +25,7 @@ import { registerDpsDeviceApi } from '../../packages/server/src/transport/http/d
 import { createDpsRealm } from '../../packages/server/src/transport/mqtt/dps/realm.ts';
 import { startMqttListener } from '../../packages/server/src/transport/mqtt/listener.ts';
 import { startBareHttps, startBareDpsMqtt } from './variants-bare.ts';
+import { createBenchHubs } from './register-world.ts';
 
 interface Config {
   mode: 'homing' | 'bare';
@@ -51,13 +50,7 @@ interface Running {
 async function startHoming(): Promise<Running> {
   const store = await openStore({ dialect: 'sqlite', sqlitePath: join(cfg.dir, 'homing.db') });
   const key = () => randomBytes(32).toString('base64');
-  const hubs: HubService[] = [];
-  const linked = [];
-  for (const name of ['hub-1.bench', 'hub-2.bench']) {
-    const owner: SharedAccessPolicy<HubRight> = { keyName: 'iothubowner', primaryKey: key(), secondaryKey: key(), rights: ['RegistryRead', 'RegistryWrite', 'ServiceConnect', 'DeviceConnect'] };
-    hubs.push(new HubService({ hubId: name, hostNames: [name], policies: [owner], store: store.hub, clock: systemClock, ids }));
-    linked.push({ name, connectionString: `HostName=${name};SharedAccessKeyName=iothubowner;SharedAccessKey=${owner.primaryKey}`, location: 'local' });
-  }
+  const { hubs, linked } = createBenchHubs(store, ids);
   const admin = new InstanceService({ store: store.provisioning, ids });
   const { instance } = await admin.ensureInstance({ name: 'bench', serviceHostNames: ['bench.local'], linkedHubs: linked });
   const logger = silentLogger();
