@@ -104,6 +104,10 @@ export class KyselyHubStore implements HubStore {
       device.lastActivityTime,
     ];
     const twinArgs = [hubId, device.deviceId, twin.version, twin.etag, JSON.stringify(twin)];
+    if (this.dialect === 'postgres') {
+      const r = await this.db.executeQuery(this.q.createDevicePg.bind([...deviceArgs, ...twinArgs.slice(2)]));
+      return Number(r.numAffectedRows ?? 0n) === 1;
+    }
     if (this.groupCommit) {
       // The registration path's hub write: shares a commit with the other writes of this event-loop turn.
       return this.groupCommit.submit((s) => {
@@ -331,6 +335,24 @@ function prepareQueries(db: Kysely<Database>) {
     insertTwin: new PreparedQuery(
       db.insertInto('hub_twins').values({ hub_id: slot(0), device_id: slot(1), version: slot<number>(2), etag: slot(3), doc: slot(4) }),
     ),
+    /**
+     * PostgreSQL: the device and its twin in one statement (one round trip instead of BEGIN, two inserts and COMMIT).
+     * The twin is inserted only when the device was (ON CONFLICT DO NOTHING returns no row); the foreign key is
+     * checked at the end of the statement, when the device row exists. Affected rows: 1 created, 0 existed.
+     * hubId, deviceId, etag, status, doc, connectionState, connectionStateUpdatedTime, lastActivityTime, twin version,
+     * twin etag, twin doc.
+     */
+    createDevicePg: new PreparedQuery<unknown>({
+      compile: () =>
+        sql`with d as (
+              insert into hub_devices (hub_id, device_id, etag, status, doc, connection_state, connection_state_updated_time, last_activity_time)
+              values (${slot(0)}, ${slot(1)}, ${slot(2)}, ${slot(3)}, ${slot(4)}, ${slot(5)}, ${slot(6)}, ${slot(7)})
+              on conflict (hub_id, device_id) do nothing
+              returning hub_id, device_id
+            )
+            insert into hub_twins (hub_id, device_id, version, etag, doc)
+            select hub_id, device_id, ${slot<number>(8)}, ${slot(9)}, ${slot(10)} from d`.compile(db),
+    }),
     /** hubId, deviceId, connectionState | null, connectionStateUpdatedTime | null, lastActivityTime | null (null keeps) */
     recordConnection: new PreparedQuery(
       db
