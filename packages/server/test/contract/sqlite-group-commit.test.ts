@@ -83,6 +83,22 @@ describe('SqliteGroupCommit', () => {
     }
   });
 
+  it('refuses an asynchronous unit (its statements would run outside the transaction) and keeps the others', async () => {
+    const { db, group, close } = await open();
+    try {
+      const asyncUnit = group.submit(async (s) => {
+        s.run(put('early', 'x'));
+        return 1;
+      });
+      const ok = group.submit((s) => s.run(put('kept', 'y')).changes);
+      await assert.rejects(asyncUnit, /must be synchronous/);
+      assert.equal(await ok, 1);
+      assert.deepEqual(await rows(db), [{ k: 'kept', v: 'y' }]);
+    } finally {
+      await close();
+    }
+  });
+
   it('splits a large burst into transactions of at most MAX_UNITS_PER_COMMIT units', async () => {
     const { db, group, close } = await open();
     try {

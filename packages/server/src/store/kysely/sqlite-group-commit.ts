@@ -105,6 +105,8 @@ export class SqliteGroupCommit {
         this.exec('savepoint homing_unit');
         try {
           const value = u.work(s);
+          // An async unit would run its statements after the COMMIT, outside the transaction: refuse it.
+          if (typeof (value as { then?: unknown } | null)?.then === 'function') throw new TypeError('store: a group commit unit must be synchronous');
           this.exec('release homing_unit');
           settled.push({ ok: true, value });
         } catch (err) {
