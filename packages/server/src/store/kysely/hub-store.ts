@@ -67,7 +67,7 @@ export class KyselyHubStore implements HubStore {
   private readonly dialect: Dialect;
   private readonly q: ReturnType<typeof prepareQueries>;
 
-  /** SQLite: the group commit that createDevice's writes go through (see SqliteGroupCommit). */
+  /** SQLite: the group commit that createDevice's and replaceTwin's writes go through (see SqliteGroupCommit). */
   private readonly groupCommit: SqliteGroupCommit | undefined;
 
   constructor(db: Kysely<Database>, dialect: Dialect, opts: { groupCommit?: SqliteGroupCommit } = {}) {
@@ -208,7 +208,16 @@ export class KyselyHubStore implements HubStore {
   }
 
   async replaceTwin(hubId: string, twin: TwinState, expectedVersion: number): Promise<WriteResult> {
-    const r = await this.db.executeQuery(this.q.updateTwin.bind([hubId, twin.deviceId, twin.version, twin.etag, JSON.stringify(twin), expectedVersion]));
+    const update = this.q.updateTwin.bind([hubId, twin.deviceId, twin.version, twin.etag, JSON.stringify(twin), expectedVersion]);
+    if (this.groupCommit) {
+      // Reported-properties patches of many devices share a commit (each is its own savepoint).
+      const exists = this.q.twinExists.bind([hubId, twin.deviceId]);
+      return this.groupCommit.submit((s): WriteResult => {
+        if (s.run(update).changes > 0) return 'ok';
+        return s.all(exists).length === 0 ? 'not-found' : 'precondition-failed';
+      });
+    }
+    const r = await this.db.executeQuery(update);
     if (r.numAffectedRows !== undefined && r.numAffectedRows > 0n) return 'ok';
     const exists = await this.db.executeQuery(this.q.twinExists.bind([hubId, twin.deviceId]));
     return exists.rows.length === 0 ? 'not-found' : 'precondition-failed';
