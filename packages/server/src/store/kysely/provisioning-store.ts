@@ -1,4 +1,4 @@
-import { PostgresAdapter, sql, type Compilable, type Kysely, type Transaction } from 'kysely';
+import { PostgresAdapter, sql, type Compilable, type CompiledQuery, type Kysely, type Transaction } from 'kysely';
 import type {
   EnrollmentGroup,
   HubMove,
@@ -648,12 +648,17 @@ export class KyselyProvisioningStore implements ProvisioningStore {
   }
 
   private async writeRecord(db: Db | Tx, instance: string, record: RegistrationRecord, expect: RecordExpectation): Promise<'ok' | 'precondition-failed'> {
+    const r = await db.executeQuery(this.recordWrite(instance, record, expect));
+    return Number(r.numAffectedRows ?? 0n) >= 1 ? 'ok' : 'precondition-failed';
+  }
+
+  /** The statement writing a record under `expect` (insert, upsert, or update at an etag); one row when it applied. */
+  private recordWrite(instance: string, record: RegistrationRecord, expect: RecordExpectation): CompiledQuery {
     const row = recordColumns(instance, record);
     const args: unknown[] = [instance, row.registration_key, row.enrollment_kind, row.group_key, row.etag, row.doc];
     const q = expect.kind === 'etag' ? this.q.updateRecord : expect.kind === 'any' ? this.q.upsertRecord : this.q.insertRecord;
     if (expect.kind === 'etag') args.push(expect.etag);
-    const r = await db.executeQuery(q.bind(args));
-    return Number(r.numAffectedRows ?? 0n) >= 1 ? 'ok' : 'precondition-failed';
+    return q.bind(args);
   }
 
   async deleteRegistration(instance: string, registrationId: string, expectedEtag?: ExpectedEtag): Promise<WriteResult> {
@@ -738,13 +743,8 @@ export class KyselyProvisioningStore implements ProvisioningStore {
 
   /** SQLite: the same three steps as one unit of a group commit (shares its COMMIT with other registrations). */
   private createFinishedGrouped(g: SqliteGroupCommit, instance: string, op: RegistrationOperation, registration: RecordWrite): Promise<CreateResult | 'precondition-failed'> {
-    const row = recordColumns(instance, registration.record);
-    const recordArgs: unknown[] = [instance, row.registration_key, row.enrollment_kind, row.group_key, row.etag, row.doc];
-    const expect = registration.expect;
-    const recordQuery = expect.kind === 'etag' ? this.q.updateRecord : expect.kind === 'any' ? this.q.upsertRecord : this.q.insertRecord;
-    if (expect.kind === 'etag') recordArgs.push(expect.etag);
     const inFlight = this.q.inFlightExists.bind([instance, key(op.registrationId)]);
-    const writeRecord = recordQuery.bind(recordArgs);
+    const writeRecord = this.recordWrite(instance, registration.record, registration.expect);
     const insertOp = this.q.insertOperation.bind(operationArgs(instance, op));
     return g.submit<CreateResult | 'precondition-failed'>((s) => {
       // Someone is assigning this registration (its `assigning` row is stored): leave it to them.
