@@ -227,7 +227,13 @@ async function main(): Promise<void> {
       console.log(line(`homing at ${round(rate, 0)}/s (half)`, half));
       check('half rate', half);
     }
-    const stats = await homing.server.request<{ registrations: number; operations: Record<string, number>; hubDevices: Record<string, number>; storeBytes: number }>({ type: 'stats' }, 120_000);
+    const stats = await homing.server.request<{
+      registrations: number;
+      operations: Record<string, number>;
+      hubDevices: Record<string, number>;
+      storeBytes: number;
+      groupCommit?: { commits: number; units: number };
+    }>({ type: 'stats' }, 120_000);
 
     console.log('');
     console.log(`registrations/s (median):  ${fmt(peak)}   p50 ${fmt(med(regs, (p) => p.p50Ms), 1)} ms   p99 ${fmt(med(regs, (p) => p.p99Ms), 1)} ms`);
@@ -250,6 +256,8 @@ async function main(): Promise<void> {
       console.log(`total: ${h.ok} registrations in ${fmt(h.elapsedMs / 1000, 1)} s (${fmt(h.rate)}/s), ${h.failed} failed, ${h.polls} polls`);
     }
     console.log(`store (${storeKind}): ${stats.registrations} registration records, hub devices ${JSON.stringify(stats.hubDevices)}, operations ${JSON.stringify(stats.operations)}, size ${fmt(stats.storeBytes / 1048576, 1)} MiB`);
+    const gc = stats.groupCommit;
+    if (gc && gc.commits > 0) console.log(`SQLite group commit (whole run, warm-up included): ${gc.units} writes in ${gc.commits} commits, ${fmt(gc.units / gc.commits, 2)} per commit`);
 
     const r2 = (n: number, d = 1) => (Number.isFinite(n) ? round(n, d) : null);
     const out: Record<string, unknown> = {
@@ -283,6 +291,7 @@ async function main(): Promise<void> {
       polls: regs.reduce((n, p) => n + p.polls, 0),
       storeBytes: stats.storeBytes,
       registrationRecords: stats.registrations,
+      ...(stats.groupCommit ? { groupCommitWrites: stats.groupCommit.units, groupCommitCommits: stats.groupCommit.commits } : {}),
     };
     if (half) {
       Object.assign(out, {

@@ -140,6 +140,7 @@ async function stats(h: Homing | undefined): Promise<Record<string, unknown>> {
     operations: Object.fromEntries(byStatus.rows.map((r) => [r.status, Number(r.n)])),
     hubDevices: Object.fromEntries(devices.rows.map((r) => [r.hub_id, Number(r.n)])),
     storeBytes,
+    ...(h.store.groupCommit ? { groupCommit: { ...h.store.groupCommit.stats } } : {}),
   };
 }
 

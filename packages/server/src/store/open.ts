@@ -15,6 +15,8 @@ import { migrateToLatest } from './migrations/index.ts';
 /** The opened store, plus the database itself so other modules can build their own stores on it. */
 export interface OpenedStore extends Store {
   readonly db: Kysely<Database>;
+  /** SQLite: the group commit of the registration and twin writes (its `stats` count commits and writes). */
+  readonly groupCommit: SqliteGroupCommit | undefined;
 }
 
 export interface OpenStoreOptions {
@@ -61,6 +63,7 @@ function storeOn(db: Kysely<Database>, dialect: Dialect, groupCommit: SqliteGrou
   return {
     dialect,
     db,
+    groupCommit,
     hub: new KyselyHubStore(db, dialect, hot),
     provisioning: new KyselyProvisioningStore(db, hot),
     caCertificates: new KyselyCaStore(db, dialect),
