@@ -4,6 +4,7 @@ import { ApiError, api, errorText, isBase64Key, randomKey } from '../api.ts';
 import { href, navigate } from '../router.ts';
 import { useSession } from '../session.tsx';
 import { initialTwinError, reprovisionOf, reprovisionPolicy, type Attestation, type Enrollment, type LinkedHub, type ReprovisionChoice } from '../model.ts';
+import { Messages } from '../components/Messages.tsx';
 
 type Kind = 'groups' | 'individual';
 type Policy = '' | 'hashed' | 'geoLatency' | 'static' | 'custom';
@@ -210,16 +211,7 @@ export default function EnrollmentEditor({ kind, id }: { kind: Kind; id: string 
         <a href={href('enrollments', kind)}>← {kind === 'groups' ? 'Enrollment groups' : 'Individual enrollments'}</a>
       </p>
       <h1 id="editor-title">{title}</h1>
-      {error !== undefined && (
-        <p role="alert" className="error">
-          {error}
-        </p>
-      )}
-      {notice !== undefined && (
-        <p role="status" className="notice">
-          {notice}
-        </p>
-      )}
+      <Messages error={error} notice={notice} />
       {!loaded ? (
         error === undefined && <p role="status">Loading…</p>
       ) : (

@@ -4,6 +4,7 @@ import { href, navigate } from '../router.ts';
 import { useSession } from '../session.tsx';
 import type { Enrollment } from '../model.ts';
 import { reprovisionOf } from '../model.ts';
+import { Messages } from '../components/Messages.tsx';
 
 type Kind = 'groups' | 'individual';
 
@@ -90,11 +91,7 @@ export default function Enrollments({ kind }: { kind: Kind }): React.JSX.Element
           </a>
         )}
       </div>
-      {error !== undefined && (
-        <p role="alert" className="error">
-          {error}
-        </p>
-      )}
+      <Messages error={error} />
       <table className="list" aria-busy={loading}>
         <caption className="sr-only">{kind === 'groups' ? 'Enrollment groups' : 'Individual enrollments'}</caption>
         <thead>

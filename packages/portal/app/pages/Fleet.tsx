@@ -2,6 +2,7 @@ import { useCallback, useEffect, useState } from 'react';
 import { ApiError, api, errorText, streamEvents } from '../api.ts';
 import { useSession } from '../session.tsx';
 import { LineChart, RateChart, type MinuteBar, type Series } from '../components/charts.tsx';
+import { Messages } from '../components/Messages.tsx';
 
 interface Stats {
   time: string;
@@ -90,11 +91,7 @@ function JobsPanel(): React.JSX.Element {
   if (!available) return <p className="hint">Phased reprovisioning jobs are not available on this server.</p>;
   return (
     <div>
-      {error !== undefined && (
-        <p role="alert" className="error">
-          {error}
-        </p>
-      )}
+      <Messages error={error} />
       {writable && (
         <form className="toolbar" onSubmit={(e) => void start(e)}>
           <label>
@@ -266,11 +263,7 @@ export default function Fleet(): React.JSX.Element {
   return (
     <section aria-labelledby="fleet-title">
       <h1 id="fleet-title">Fleet</h1>
-      {error !== undefined && (
-        <p role="alert" className="error">
-          {error}
-        </p>
-      )}
+      <Messages error={error} />
       <div className="cards">
         {stats?.hubs.map((h) => (
           <div className="card" key={h.name} data-testid={`hub-card-${h.name}`}>

@@ -3,6 +3,7 @@ import { Dialog } from '../components/Dialog.tsx';
 import { api, errorText } from '../api.ts';
 import { useSession } from '../session.tsx';
 import { allocationShares, type LinkedHub } from '../model.ts';
+import { Messages } from '../components/Messages.tsx';
 
 interface StatsHub {
   name: string;
@@ -105,16 +106,7 @@ export default function Hubs(): React.JSX.Element {
     <section aria-labelledby="hubs-title">
       <h1 id="hubs-title">Linked hubs</h1>
       {!can('ServiceConfig') && <p className="hint">Linked hubs need a policy with the ServiceConfig right.</p>}
-      {error !== undefined && (
-        <p role="alert" className="error">
-          {error}
-        </p>
-      )}
-      {notice !== undefined && (
-        <p role="status" className="notice">
-          {notice}
-        </p>
-      )}
+      <Messages error={error} notice={notice} />
       <table className="list">
         <caption className="sr-only">Linked IoT hubs</caption>
         <thead>

@@ -3,6 +3,7 @@ import { Dialog } from '../components/Dialog.tsx';
 import { ApiError, api, errorText } from '../api.ts';
 import { useSession } from '../session.tsx';
 import type { RegistrationRecord } from '../model.ts';
+import { Messages } from '../components/Messages.tsx';
 
 interface AdminPage {
   items: RegistrationRecord[];
@@ -117,16 +118,7 @@ export default function Registrations({ group }: { group: string }): React.JSX.E
         </label>
         <button type="submit">Apply filters</button>
       </form>
-      {error !== undefined && (
-        <p role="alert" className="error">
-          {error}
-        </p>
-      )}
-      {notice !== undefined && (
-        <p role="status" className="notice">
-          {notice}
-        </p>
-      )}
+      <Messages error={error} notice={notice} />
       <table className="list" aria-busy={loading}>
         <caption className="sr-only">Registration records</caption>
         <thead>
