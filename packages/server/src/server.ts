@@ -120,7 +120,10 @@ export async function startHoming(config: Readonly<HomingConfig>, deps: StartDep
   const sans = ['localhost', '127.0.0.1', config.dps.hostName, config.dps.bindAddress, ...config.hubs.flatMap((h) => [h.hostName, h.bindAddress]), ...config.extraSans];
   const pki = await ensureDevPki(config.dataDir, sans);
   const tls = { cert: pki.serverCertPem, key: pki.serverKeyPem };
-  const store = await openStore(config.store, { onPoolError: (err) => log.warn({ err }, "database pool error") });
+  const store = await openStore(config.store, {
+    onPoolError: (err) => log.warn({ err }, "database pool error"),
+    onCheckpointProblem: (message) => log.warn({ problem: message }, "sqlite background checkpoint problem"),
+  });
   const fallbacks: string[] = [];
   const hubs: RunningHub[] = [];
   let dps: RunningDps | undefined;

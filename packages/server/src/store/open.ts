@@ -9,6 +9,7 @@ import { KyselyProvisioningStore } from './kysely/provisioning-store.ts';
 import { KyselyCaStore } from './kysely/ca-store.ts';
 import { HomingSqliteDialect, withStatementCache } from './kysely/sqlite.ts';
 import { SqliteGroupCommit } from './kysely/sqlite-group-commit.ts';
+import { SqliteCheckpointer } from './kysely/sqlite-checkpointer.ts';
 import { NamedStatementPool, checkSchemaName, createPgPool } from './kysely/pg-pool.ts';
 import { migrateToLatest } from './migrations/index.ts';
 
@@ -17,6 +18,8 @@ export interface OpenedStore extends Store {
   readonly db: Kysely<Database>;
   /** SQLite: the group commit of the registration and twin writes (its `stats` count commits and writes). */
   readonly groupCommit: SqliteGroupCommit | undefined;
+  /** SQLite file databases: the background checkpointer (its `stats` count passes). */
+  readonly checkpointer: SqliteCheckpointer | undefined;
 }
 
 export interface OpenStoreOptions {
@@ -27,6 +30,11 @@ export interface OpenStoreOptions {
    * does not support them (PgBouncer in transaction mode before 1.21).
    */
   preparedStatements?: boolean;
+  /**
+   * SQLite: a problem of the background checkpointer (it failed, so the main connection checkpoints again; or one
+   * pass failed). Default: ignored.
+   */
+  onCheckpointProblem?: (message: string) => void;
 }
 
 /** SQLite page cache: 64 MiB (negative = KiB). The default 2 MB leaves a large registry waiting on I/O. */
@@ -39,40 +47,53 @@ const SQLITE_CACHE_KIB = 65536;
  *   synchronous=NORMAL, a 5 s busy timeout for other processes on the same file, foreign keys on (twins are deleted
  *   with their device by cascade), and a 64 MiB page cache. The parent directory is created when missing. The
  *   registration path's writes (a hub device with its twin; a finished operation with its record) go through a
- *   group commit (see SqliteGroupCommit): those of one event-loop turn share one transaction.
+ *   group commit (see SqliteGroupCommit): those of one event-loop turn share one transaction. A file database's WAL
+ *   checkpoints run on a worker thread with its own connection (see SqliteCheckpointer), not inside a commit.
  *   Open one store per file per process: better-sqlite3 is synchronous, so a second connection in the same process
  *   waiting on the first one's write lock would block the event loop the first one needs to finish.
  * - PostgreSQL: a pg pool of `cfg.poolSize ?? 8`. With `cfg.postgresSchema`, the schema is created when missing and
  *   every pool connection starts with it as search_path.
  */
 export async function openStore(cfg: StoreConfig, opts: OpenStoreOptions = {}): Promise<OpenedStore> {
-  const opened = cfg.dialect === 'sqlite' ? openSqlite(cfg) : { db: await openPostgres(cfg, opts), groupCommit: undefined };
+  const opened: SqliteOpened = cfg.dialect === 'sqlite' ? openSqlite(cfg, opts) : { db: await openPostgres(cfg, opts), groupCommit: undefined, checkpointer: undefined };
   const db = opened.db;
   try {
     await migrateToLatest(db, cfg.dialect);
   } catch (err) {
+    await opened.checkpointer?.close();
     await db.destroy();
     throw err;
   }
-  return storeOn(db, cfg.dialect, opened.groupCommit);
+  return storeOn(cfg.dialect, opened);
 }
 
-function storeOn(db: Kysely<Database>, dialect: Dialect, groupCommit: SqliteGroupCommit | undefined): OpenedStore {
+interface SqliteOpened {
+  db: Kysely<Database>;
+  groupCommit: SqliteGroupCommit | undefined;
+  checkpointer: SqliteCheckpointer | undefined;
+}
+
+function storeOn(dialect: Dialect, { db, groupCommit, checkpointer }: SqliteOpened): OpenedStore {
   let closed: Promise<void> | undefined;
   const hot = groupCommit === undefined ? {} : { groupCommit };
   return {
     dialect,
     db,
     groupCommit,
+    checkpointer,
     hub: new KyselyHubStore(db, dialect, hot),
     provisioning: new KyselyProvisioningStore(db, hot),
     caCertificates: new KyselyCaStore(db, dialect),
-    close: () => (closed ??= db.destroy()),
+    // The checkpointer's connection closes first, so the main one is the last: it checkpoints and removes the log.
+    close: () => (closed ??= (checkpointer?.close() ?? Promise.resolve()).then(() => db.destroy())),
   };
 }
 
-/** SQLite: the database, and the group commit of the registration path's writes on its one connection. */
-function openSqlite(cfg: StoreConfig): { db: Kysely<Database>; groupCommit: SqliteGroupCommit | undefined } {
+/**
+ * SQLite: the database, the group commit of the registration path's writes on its one connection, and (for a file)
+ * the background checkpointer.
+ */
+function openSqlite(cfg: StoreConfig, opts: OpenStoreOptions): SqliteOpened {
   const path = cfg.sqlitePath;
   if (!path) throw new Error('store: sqlitePath is required for the sqlite dialect');
   const memory = path === ':memory:';
@@ -90,7 +111,20 @@ function openSqlite(cfg: StoreConfig): { db: Kysely<Database>; groupCommit: Sqli
   }
   const conn = withStatementCache(raw);
   const db = new Kysely<Database>({ dialect: new HomingSqliteDialect({ database: conn }) });
-  return { db, groupCommit: cfg.sqliteGroupCommit === false ? undefined : new SqliteGroupCommit(db, conn) };
+  const background = !memory && cfg.sqliteBackgroundCheckpoints !== false;
+  let checkpointer: SqliteCheckpointer | undefined;
+  try {
+    checkpointer = background
+      ? new SqliteCheckpointer(raw, resolve(path), {
+          ...(cfg.sqliteCheckpointIntervalMs === undefined ? {} : { intervalMs: cfg.sqliteCheckpointIntervalMs }),
+          ...(opts.onCheckpointProblem ? { onProblem: opts.onCheckpointProblem } : {}),
+        })
+      : undefined;
+  } catch (err) {
+    raw.close();
+    throw err;
+  }
+  return { db, groupCommit: cfg.sqliteGroupCommit === false ? undefined : new SqliteGroupCommit(db, conn), checkpointer };
 }
 
 async function openPostgres(cfg: StoreConfig, opts: OpenStoreOptions): Promise<Kysely<Database>> {

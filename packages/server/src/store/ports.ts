@@ -81,6 +81,13 @@ export interface StoreConfig {
    * SqliteGroupCommit). Off: each of those writes is its own transaction (benches compare the two).
    */
   sqliteGroupCommit?: boolean;
+  /**
+   * SQLite file databases: run WAL checkpoints on a worker thread instead of inside a commit on the event loop
+   * (default true; see SqliteCheckpointer). Off: SQLite's automatic checkpoints every 8,192 pages.
+   */
+  sqliteBackgroundCheckpoints?: boolean;
+  /** SQLite: pause between two background checkpoint passes (ms, default 500). */
+  sqliteCheckpointIntervalMs?: number;
 }
 
 /** The opened store: one database, one migration history, one port per module. */
