@@ -233,6 +233,7 @@ async function main(): Promise<void> {
       hubDevices: Record<string, number>;
       storeBytes: number;
       groupCommit?: { commits: number; units: number };
+      checkpointer?: { passes: number; caughtUp: number; busy: number };
     }>({ type: 'stats' }, 120_000);
 
     console.log('');
@@ -258,6 +259,8 @@ async function main(): Promise<void> {
     console.log(`store (${storeKind}): ${stats.registrations} registration records, hub devices ${JSON.stringify(stats.hubDevices)}, operations ${JSON.stringify(stats.operations)}, size ${fmt(stats.storeBytes / 1048576, 1)} MiB`);
     const gc = stats.groupCommit;
     if (gc && gc.commits > 0) console.log(`SQLite group commit (whole run, warm-up included): ${gc.units} writes in ${gc.commits} commits, ${fmt(gc.units / gc.commits, 2)} per commit`);
+    const ck = stats.checkpointer;
+    if (ck) console.log(`SQLite background checkpoints (whole run): ${ck.passes} passes, ${ck.caughtUp} left the log fully copied back, ${ck.busy} found a lock held`);
 
     const r2 = (n: number, d = 1) => (Number.isFinite(n) ? round(n, d) : null);
     const out: Record<string, unknown> = {
@@ -292,6 +295,7 @@ async function main(): Promise<void> {
       storeBytes: stats.storeBytes,
       registrationRecords: stats.registrations,
       ...(stats.groupCommit ? { groupCommitWrites: stats.groupCommit.units, groupCommitCommits: stats.groupCommit.commits } : {}),
+      ...(stats.checkpointer ? { checkpointPasses: stats.checkpointer.passes, checkpointPassesCaughtUp: stats.checkpointer.caughtUp } : {}),
     };
     if (half) {
       Object.assign(out, {

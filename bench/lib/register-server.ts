@@ -141,6 +141,7 @@ async function stats(h: Homing | undefined): Promise<Record<string, unknown>> {
     hubDevices: Object.fromEntries(devices.rows.map((r) => [r.hub_id, Number(r.n)])),
     storeBytes,
     ...(h.store.groupCommit ? { groupCommit: { ...h.store.groupCommit.stats } } : {}),
+    ...(h.store.checkpointer ? { checkpointer: { passes: h.store.checkpointer.stats.passes, caughtUp: h.store.checkpointer.stats.caughtUp, busy: h.store.checkpointer.stats.busy } } : {}),
   };
 }
 
