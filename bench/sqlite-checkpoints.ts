@@ -14,10 +14,9 @@
  * The last stdout line is one JSON object with the figures.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { cpus } from 'node:os';
 import { buildSas, deriveDeviceKey } from '../packages/server/src/core/sas.ts';
 import { openStore } from '../packages/server/src/store/open.ts';
 import { createRegisterWorld } from './lib/register-world.ts';

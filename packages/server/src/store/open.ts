@@ -55,7 +55,7 @@ const SQLITE_CACHE_KIB = 65536;
  *   every pool connection starts with it as search_path.
  */
 export async function openStore(cfg: StoreConfig, opts: OpenStoreOptions = {}): Promise<OpenedStore> {
-  const opened: SqliteOpened = cfg.dialect === 'sqlite' ? openSqlite(cfg, opts) : { db: await openPostgres(cfg, opts), groupCommit: undefined, checkpointer: undefined };
+  const opened: OpenedDatabase = cfg.dialect === 'sqlite' ? openSqlite(cfg, opts) : { db: await openPostgres(cfg, opts), groupCommit: undefined, checkpointer: undefined };
   const db = opened.db;
   try {
     await migrateToLatest(db, cfg.dialect);
@@ -67,13 +67,13 @@ export async function openStore(cfg: StoreConfig, opts: OpenStoreOptions = {}): 
   return storeOn(cfg.dialect, opened);
 }
 
-interface SqliteOpened {
+interface OpenedDatabase {
   db: Kysely<Database>;
   groupCommit: SqliteGroupCommit | undefined;
   checkpointer: SqliteCheckpointer | undefined;
 }
 
-function storeOn(dialect: Dialect, { db, groupCommit, checkpointer }: SqliteOpened): OpenedStore {
+function storeOn(dialect: Dialect, { db, groupCommit, checkpointer }: OpenedDatabase): OpenedStore {
   let closed: Promise<void> | undefined;
   const hot = groupCommit === undefined ? {} : { groupCommit };
   return {
@@ -93,7 +93,7 @@ function storeOn(dialect: Dialect, { db, groupCommit, checkpointer }: SqliteOpen
  * SQLite: the database, the group commit of the registration path's writes on its one connection, and (for a file)
  * the background checkpointer.
  */
-function openSqlite(cfg: StoreConfig, opts: OpenStoreOptions): SqliteOpened {
+function openSqlite(cfg: StoreConfig, opts: OpenStoreOptions): OpenedDatabase {
   const path = cfg.sqlitePath;
   if (!path) throw new Error('store: sqlitePath is required for the sqlite dialect');
   const memory = path === ':memory:';
