@@ -284,7 +284,13 @@ async function startProvisioning(config: Readonly<HomingConfig>, d: Provisioning
   const http = createHttpsApp({ tls: { ...d.tls, requestCert: true }, logger: d.log, metrics: d.metrics, errorFlavor: 'dps', api: 'dps', bodyLimit: 128 * 1024 });
   registerDpsServiceApi(http, { instances: resolver, enrollments, registrations: records, admin, clock: d.clock });
   registerQuotaApi(http, { instances: resolver, admin, quotas, clock: d.clock });
-  registerDpsDeviceApi(http, { registration: deviceRuntime, responseBudgetMs: config.dps.responseBudgetMs });
+  // 429s and calls per minute of both device transports, for /homing/stats.
+  const deviceApiCounters = new DeviceApiCounters();
+  registerDpsDeviceApi(http, {
+    registration: deviceRuntime,
+    responseBudgetMs: config.dps.responseBudgetMs,
+    onAnswer: (idScope, status) => deviceApiCounters.count(idScope, d.clock.now(), status),
+  });
   const certificates = new CaCertificateService({ store: d.store.caCertificates, clock: d.clock, ids: d.ids, onChange: (i) => registration.invalidateTrust(i) });
   registerCaApi(http, { instances: resolver, certificates, clock: d.clock });
   registerDeprovisionApi(http, { instances: resolver, deprovision: new DeprovisionService({ store: pstore, hubs: hubClients, logger: d.log }), clock: d.clock });
@@ -298,8 +304,6 @@ async function startProvisioning(config: Readonly<HomingConfig>, d: Provisioning
     logger: d.log,
   });
   registerFleetApi(http, { instances: resolver, fleet, clock: d.clock });
-  // 429s and calls per minute of both device transports, for /homing/stats.
-  const deviceApiCounters = new DeviceApiCounters();
   registerPortalAdminApi(http, { instances: resolver, queries: new PortalQueries(d.store.db, d.store.dialect), quotas, clock: d.clock, logger: d.log, counters: deviceApiCounters });
   registerPortal(http, { logger: d.log });
   let httpsPort = config.dps.httpsPort;

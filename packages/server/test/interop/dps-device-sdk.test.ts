@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { systemClock } from '../../src/core/clock.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
-import { createHttpsApp } from '../../src/transport/http/app.ts';
+import { createHttpsApp, observeAnswers } from '../../src/transport/http/app.ts';
 import { registerDpsDeviceApi } from '../../src/transport/http/dps-device-api.ts';
 import { createHubRealm, startMqttListener, type MqttListener } from '../../src/transport/mqtt/listener.ts';
 import { uniqueLoopback } from '../helpers/ids.ts';
@@ -59,12 +59,12 @@ describe('DPS device SDK over HTTPS (official packages)', () => {
       tls,
       // A: answers asserted final (200) at once, so a budget no loaded machine exhausts; B forces 202 (budget 0).
       responseBudgetMs: TEST_RESPONSE_BUDGET_MS,
-      configureApp: (app) => app.addHook('onResponse', async (req, reply) => void seenA.push({ method: req.method, url: req.url, status: reply.statusCode })),
+      configureApp: (app) => observeAnswers(app, (a) => void seenA.push(a)),
     });
     await f.app.listen({ host: dpsA, port: 443 });
     appB = createHttpsApp({ logger: silentLogger(), errorFlavor: 'dps', api: 'dps-device', tls });
     registerDpsDeviceApi(appB, { registration: f.service, responseBudgetMs: 0 });
-    appB.addHook('onResponse', async (req, reply) => void seenB.push({ method: req.method, url: req.url, status: reply.statusCode }));
+    observeAnswers(appB, (a) => void seenB.push(a));
     await appB.listen({ host: dpsB, port: 443 });
     const hub = f.hubs.get(hubAddr)!;
     mqtt = await startMqttListener({ host: hubAddr, port: 8883, tls, realms: [createHubRealm(hub)], logger: silentLogger() });

@@ -12,7 +12,7 @@ import { GuardedDeviceRuntime, OverloadGuard } from '../../src/provisioning/quot
 import { QuotaService } from '../../src/provisioning/quotas/quota-service.ts';
 import type { InstanceQuotaSettings } from '../../src/provisioning/model.ts';
 import { RegistrationService } from '../../src/provisioning/registration.ts';
-import { createHttpsApp } from '../../src/transport/http/app.ts';
+import { createHttpsApp, observeAnswers } from '../../src/transport/http/app.ts';
 import { registerDpsDeviceApi } from '../../src/transport/http/dps-device-api.ts';
 import { createDpsRealm, type DpsMqttRuntime } from '../../src/transport/mqtt/dps/realm.ts';
 import { startMqttListener, type MqttListener } from '../../src/transport/mqtt/listener.ts';
@@ -94,7 +94,7 @@ describe('quotas and overload protection with the official DPS device SDKs', () 
     const s = service(clock, { registrationsPerMinute: 1 });
     http = createHttpsApp({ logger: silentLogger(), errorFlavor: 'dps', api: 'dps', tls: { cert: pki.server.certPem, key: pki.server.keyPem } });
     registerDpsDeviceApi(http, { registration: new GuardedDeviceRuntime(s, new OverloadGuard({ clock, lag: () => 0 })), responseBudgetMs: 30_000 });
-    http.addHook('onResponse', async (_req, reply) => void httpAnswers.push(reply.statusCode));
+    observeAnswers(http, (a) => void httpAnswers.push(a.status));
     await http.listen({ host: dpsHost, port: 443 });
     const g = await f.addGroup('G-http');
 

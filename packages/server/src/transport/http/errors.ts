@@ -52,12 +52,31 @@ export function toHomingError(e: unknown, log: Logger | undefined, tid: string):
   return new HomingError('ServerError', `An unexpected error occurred. Tracking id ${tid}.`);
 }
 
-export function sendError(reply: FastifyReply, e: unknown, flavor: ErrorFlavor, log?: Logger): FastifyReply {
+/** A whole HTTP answer: what both the fastify routes and the direct routes (direct-routes.ts) send. */
+export interface HttpAnswer {
+  status: number;
+  /** Lower-case header names. */
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** The answer for anything thrown: status, the flavour's error headers (and Retry-After) and its error body. */
+export function errorAnswer(e: unknown, flavor: ErrorFlavor, log?: Logger): HttpAnswer {
   const tid = trackingId();
   const err = toHomingError(e, log, tid);
-  reply.code(err.status).header('content-type', JSON_CT);
-  if (flavor === 'dps') reply.header('x-ms-error-code', String(err.code));
-  else reply.header('iothub-errorcode', err.errorName);
-  if (err.retryAfterSeconds !== undefined) reply.header('retry-after', String(Math.max(1, Math.ceil(err.retryAfterSeconds))));
-  return reply.send(JSON.stringify(errorBody(err, flavor, tid, Date.now())));
+  const headers: Record<string, string> = { 'content-type': JSON_CT };
+  if (flavor === 'dps') headers['x-ms-error-code'] = String(err.code);
+  else headers['iothub-errorcode'] = err.errorName;
+  if (err.retryAfterSeconds !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(err.retryAfterSeconds)));
+  return { status: err.status, headers, body: JSON.stringify(errorBody(err, flavor, tid, Date.now())) };
+}
+
+/** Sends an {@link HttpAnswer} through fastify. */
+export function sendAnswer(reply: FastifyReply, a: HttpAnswer): FastifyReply {
+  reply.code(a.status).headers(a.headers);
+  return reply.send(a.body);
+}
+
+export function sendError(reply: FastifyReply, e: unknown, flavor: ErrorFlavor, log?: Logger): FastifyReply {
+  return sendAnswer(reply, errorAnswer(e, flavor, log));
 }

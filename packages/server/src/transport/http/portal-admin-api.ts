@@ -147,13 +147,6 @@ export function registerPortalAdminApi(app: FastifyInstance, deps: PortalAdminAp
   const history = new Map<string, Sample[]>();
   const streams = new Set<() => void>();
 
-  // Device API answers, counted per id scope at the transport (the registration path stays untouched).
-  app.addHook('onResponse', async (req: FastifyRequest, reply: FastifyReply) => {
-    const url = req.routeOptions.url;
-    if (url === undefined || !url.startsWith('/:idScope/registrations/')) return;
-    const scope = (req.params as { idScope?: unknown } | undefined)?.idScope;
-    if (typeof scope === 'string') counters.count(scope, clock.now(), reply.statusCode);
-  });
   // Open event streams end when the listener closes (they would hold it open otherwise).
   app.addHook('preClose', (done: () => void) => {
     for (const end of [...streams]) end();
