@@ -21,7 +21,7 @@
  * Targets: ratio ≥ 0.6 (rates and per-core capacity); p99 at half the peak rate < 50 ms.
  *
  *   node --conditions=homing-source --import tsx bench/register.ts [--store sqlite|postgres] [--count 20000]
- *        [--concurrency 32] [--duration 8] [--rounds 4] [--budget 100] [--pool 8]
+ *        [--concurrency 32] [--duration 8] [--rounds 4] [--budget 100] [--pool 8] [--warmup 15000]
  *   node --conditions=homing-source --import tsx bench/register.ts --total 100000 [--store postgres]
  *
  * PostgreSQL: HOMING_BENCH_DATABASE_URL or DATABASE_URL; a fresh schema is created and dropped.
@@ -50,9 +50,13 @@ const durationS = numberFlag('duration', total === undefined ? 8 : 1800);
 const rounds = total === undefined ? Math.floor(numberFlag('rounds', 4)) : 1;
 const budgetMs = flag('budget') === undefined ? 100 : Number(flag('budget'));
 const poolSize = Math.floor(numberFlag('pool', 8));
-/** Warm-up per target: this many registrations or this long, whichever comes first (JIT, SQLite pages). */
-const WARMUP_COUNT = 3000;
-const WARMUP_MS = 15000;
+/**
+ * Warm-up per target: this many registrations or this long, whichever comes first (JIT, SQLite pages, V8's young
+ * generation growing to its working size). `--warmup N` sets the count; the time bound follows it (5 ms each, at least
+ * 15 s).
+ */
+const WARMUP_COUNT = Math.floor(numberFlag('warmup', 15000));
+const WARMUP_MS = Math.max(15_000, WARMUP_COUNT * 5);
 const MAX_PHASE_COUNT = 1_000_000;
 
 const cpus = cpuCount();
