@@ -802,15 +802,9 @@ export class RegistrationService {
     return Math.floor(this.d.clock.now() / 1000);
   }
 
-  /**
-   * Azure-like: `4.<16 hex>.<uuid>`. The 16 hex digits are the creation time (12 digits of milliseconds) and 4 random
-   * ones, so new operation ids sort after the older ones: their primary-key index grows at its right edge, where the
-   * operations of one commit share a page, instead of one random leaf page per operation (on SQLite about one WAL
-   * page less per registration). The uuid keeps them unguessable and unique across nodes.
-   */
+  /** Azure-like: `4.<16 hex>.<uuid>`. */
   private newOperationId(): string {
-    const ms = Math.max(0, Math.floor(this.d.clock.now())).toString(16).padStart(12, '0').slice(-12);
-    return `4.${ms}${this.d.ids.bytes(2).toString('hex')}.${this.d.ids.uuid()}`;
+    return `4.${this.d.ids.bytes(8).toString('hex')}.${this.d.ids.uuid()}`;
   }
 
   /** Azure-like: base64 of a quoted uuid. */
