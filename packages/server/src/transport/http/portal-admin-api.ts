@@ -35,7 +35,10 @@ export interface PortalAdminApiDeps {
   logger: Logger;
   /** Event stream poll interval (default 1000 ms). */
   eventPollMs?: number;
-  /** Device API answer counters shared with the DPS MQTT realm (default: HTTPS answers only). */
+  /**
+   * Device API answer counters, fed by both device transports (`onAnswer` of the HTTPS device API and of the DPS MQTT
+   * realm). Default: a counter of its own that nothing feeds.
+   */
   counters?: DeviceApiCounters;
 }
 
