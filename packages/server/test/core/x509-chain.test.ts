@@ -7,8 +7,10 @@ import {
   MAX_CHAIN_LENGTH,
   TrustAnchors,
   caProblem,
+  certificateVersionOf,
   crlSignedBy,
   isVerifiedFrom,
+  leafReadableThroughOpenSsl,
   parseCrl,
   subjectCommonNames,
   validateDeviceChain,
@@ -37,8 +39,35 @@ function anchor(c: IssuedCert, name: string): TrustAnchor<Ref> {
   return { cert: x(c), ref: { name } };
 }
 
+/** What a result decides, for comparing two of them. */
+function decision(r: ChainResult<Ref>): unknown {
+  if (!r.ok) return { ok: false, reason: r.reason, index: r.index, message: r.message, warnings: r.warnings };
+  return {
+    ok: true,
+    path: r.path.map((c) => ({ sha1: c.sha1Thumbprint, sha256: c.sha256Thumbprint, subject: c.subject, serial: c.serialNumber, presented: c.presented, anchor: c.anchor?.ref })),
+    verifiedAt: r.verifiedAt,
+    unverifiedReason: r.unverifiedReason,
+    warnings: r.warnings,
+    // The version of the leaf as certificateInfo reports it, against a fresh object parsed fully.
+    leafVersion: certificateVersionOf(r.leaf.cert),
+    leafVersionParsed: certificateVersionOf(new X509Certificate(r.leaf.cert.raw)),
+  };
+}
+
+/**
+ * validateDeviceChain, checked against itself with the leaf parsed fully: reading the leaf through OpenSSL must not
+ * change any outcome (acceptance, path, reasons, messages, warnings, the leaf's version).
+ */
+function validate(req: ChainRequest<Ref>): ChainResult<Ref> {
+  const quick = validateDeviceChain<Ref>(req);
+  const full = validateDeviceChain<Ref>({ ...req, fullLeafParse: true });
+  assert.deepEqual(decision(quick), decision(full), 'the quick leaf reading decided otherwise than the full parse');
+  if (quick.ok) assert.equal(certificateVersionOf(quick.leaf.cert), certificateVersionOf(new X509Certificate(quick.leaf.cert.raw)));
+  return quick;
+}
+
 function run(presented: readonly IssuedCert[], anchors: readonly TrustAnchor<Ref>[], over: Partial<ChainRequest<Ref>> = {}): ChainResult<Ref> {
-  return validateDeviceChain<Ref>({ presented: presented.map((c) => c.certPem), registrationId: REG, anchors, now: NOW, ...over });
+  return validate({ presented: presented.map((c) => c.certPem), registrationId: REG, anchors, now: NOW, ...over });
 }
 
 function accepted(r: ChainResult<Ref>): ChainAccepted<Ref> {
@@ -177,9 +206,9 @@ describe('validateDeviceChain', () => {
     it('refuses a CN longer than 64 characters or outside the registration-id charset', async () => {
       const long = 'a'.repeat(65);
       const l1 = await issueDeviceCert(I2, long);
-      refused(validateDeviceChain({ presented: [l1.certPem], registrationId: long, anchors: [anchor(I2, 'i2')], now: NOW }), 'leaf-cn-invalid', 0);
+      refused(validate({ presented: [l1.certPem], registrationId: long, anchors: [anchor(I2, 'i2')], now: NOW }), 'leaf-cn-invalid', 0);
       const l2 = await issueDeviceCert(I2, 'bad id!');
-      refused(validateDeviceChain({ presented: [l2.certPem], registrationId: 'bad id!', anchors: [anchor(I2, 'i2')], now: NOW }), 'leaf-cn-invalid', 0);
+      refused(validate({ presented: [l2.certPem], registrationId: 'bad id!', anchors: [anchor(I2, 'i2')], now: NOW }), 'leaf-cn-invalid', 0);
     });
 
     it('refuses an expired leaf and a leaf that is not valid yet', async () => {
@@ -249,20 +278,20 @@ describe('validateDeviceChain', () => {
 
   describe('bad input', () => {
     it('never throws on unparsable input', () => {
-      refused(validateDeviceChain({ presented: [], registrationId: REG, anchors: [], now: NOW }), 'no-certificate');
-      refused(validateDeviceChain({ presented: ['not a certificate'], registrationId: REG, anchors: [], now: NOW }), 'unparsable', 0);
-      refused(validateDeviceChain({ presented: [leaf.certPem, Buffer.from([0x30, 0x03, 0x02, 0x01])], registrationId: REG, anchors: [], now: NOW }), 'unparsable', 1);
-      refused(validateDeviceChain({ presented: [`-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----`], registrationId: REG, anchors: [], now: NOW }), 'unparsable', 0);
+      refused(validate({ presented: [], registrationId: REG, anchors: [], now: NOW }), 'no-certificate');
+      refused(validate({ presented: ['not a certificate'], registrationId: REG, anchors: [], now: NOW }), 'unparsable', 0);
+      refused(validate({ presented: [leaf.certPem, Buffer.from([0x30, 0x03, 0x02, 0x01])], registrationId: REG, anchors: [], now: NOW }), 'unparsable', 1);
+      refused(validate({ presented: [`-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----`], registrationId: REG, anchors: [], now: NOW }), 'unparsable', 0);
       const junk = { presented: 'oops', registrationId: 7, anchors: 'none', now: NOW } as unknown as ChainRequest<Ref>;
-      refused(validateDeviceChain(junk), 'no-certificate');
-      refused(validateDeviceChain({ presented: [leaf.certPem], registrationId: REG, anchors: [], now: Number.NaN }), 'unparsable');
+      refused(validate(junk), 'no-certificate');
+      refused(validate({ presented: [leaf.certPem], registrationId: REG, anchors: [], now: Number.NaN }), 'unparsable');
       const junk2 = { presented: [leaf.certPem], registrationId: REG, anchors: [{ cert: 'x', ref: {} }], now: NOW } as unknown as ChainRequest<Ref>;
-      const r = accepted(validateDeviceChain(junk2));
+      const r = accepted(validate(junk2));
       assert.equal(r.verifiedAt, undefined, 'an unreadable anchor is left out, not trusted');
     });
 
     it('accepts DER bytes and parsed certificates as well as PEM', () => {
-      const r = accepted(validateDeviceChain<Ref>({ presented: [Buffer.from(leaf.cert.rawData), x(I2), I1.certPem], registrationId: REG, anchors: [anchor(R, 'root')], now: NOW }));
+      const r = accepted(validate({ presented: [Buffer.from(leaf.cert.rawData), x(I2), I1.certPem], registrationId: REG, anchors: [anchor(R, 'root')], now: NOW }));
       assert.equal(r.verifiedAt, 3);
     });
 
@@ -272,7 +301,7 @@ describe('validateDeviceChain', () => {
       assert.equal(t.size, 1);
       assert.equal(t.problems.length, 1);
       assert.match(String(t.problems[0]), /Leafy/);
-      const r = accepted(validateDeviceChain({ presented: [leaf.certPem, I2.certPem, I1.certPem], registrationId: REG, anchors: t, now: NOW }));
+      const r = accepted(validate({ presented: [leaf.certPem, I2.certPem, I1.certPem], registrationId: REG, anchors: t, now: NOW }));
       assert.equal(r.path[3]?.anchor?.ref.name, 'root');
     });
   });
@@ -317,6 +346,75 @@ describe('validateDeviceChain', () => {
       const staleRevoking = crlOf(await issueCrl(I2, [leaf], { thisUpdate: new Date(NOW - 10 * DAY), nextUpdate: new Date(NOW - DAY) }));
       refused(run([leaf, I2, I1], [anchor(R, 'root')], { crls: [staleRevoking], staleCrl: 'ignore' }), 'revoked', 0);
     });
+  });
+});
+
+describe('the leaf read through OpenSSL', () => {
+  let R: IssuedCert;
+  let I: IssuedCert;
+  before(async () => {
+    R = await issueCertificate({ commonName: 'Quick Root', isCA: true });
+    I = await issueCertificate({ commonName: 'Quick Intermediate', isCA: true, issuer: R });
+  });
+
+  /** A leaf under `issuer` with a subject and extensions of the test's choosing. */
+  async function leafWith(issuer: IssuedCert, subject: string, extensions: x509.Extension[] = [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])]): Promise<X509Certificate> {
+    const keys = (await webcrypto.subtle.generateKey(EC_ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+    const aki = await x509.AuthorityKeyIdentifierExtension.create(issuer.cert, false, webcrypto as unknown as X509Crypto);
+    const cert = await x509.X509CertificateGenerator.create(
+      {
+        serialNumber: '0a1b2c3d',
+        subject,
+        issuer: issuer.cert.subject,
+        notBefore: new Date(NOW - DAY),
+        notAfter: new Date(NOW + DAY),
+        signingAlgorithm: EC_ALG,
+        publicKey: keys.publicKey,
+        signingKey: issuer.key,
+        extensions: [...extensions, aki],
+      } as unknown as Parameters<typeof x509.X509CertificateGenerator.create>[0],
+      webcrypto as unknown as X509Crypto,
+    );
+    return new X509Certificate(cert.toString('pem'));
+  }
+
+  const req = (leaf: X509Certificate, registrationId = REG): ChainRequest<Ref> => ({ presented: [leaf, x(I)], registrationId, anchors: [anchor(R, 'root')], now: NOW });
+
+  it('reads a usual device leaf without the ASN.1 parse, with the same path, facts and version as the full parse', async () => {
+    const leaf = x(await issueDeviceCert(I, REG));
+    assert.equal(leafReadableThroughOpenSsl(leaf), true);
+    const r = accepted(validate(req(leaf)));
+    assert.equal(r.verifiedAt, 2);
+    assert.equal(r.leaf.subject, `CN=${REG}`);
+    assert.equal(r.leaf.serialNumber, leaf.serialNumber.replace(/^0+/, ''));
+    assert.equal(certificateInfo(leaf).version, 3);
+  });
+
+  it('leaves to the full parse what it cannot read exactly, and those decide as before', async () => {
+    const cases: [string, X509Certificate, ChainRefused['reason'] | 'accepted'][] = [
+      // CN and O in one RDN: Node prints them on one line.
+      ['multi-valued RDN', await leafWith(I, `CN=${REG}+O=Homing`), 'accepted'],
+      ['two CNs', await leafWith(I, `CN=${REG}, CN=other`), 'leaf-cn-invalid'],
+      ['a CN that needs escaping', await leafWith(I, 'CN=x509\\,dev'), 'leaf-cn-invalid'],
+      ['an O that holds CN=', await leafWith(I, `CN=${REG}, O=CN=x`), 'accepted'],
+      ['no extension Node shows (version unknown)', await leafWith(I, `CN=${REG}`, []), 'accepted'],
+    ];
+    for (const [what, leaf, outcome] of cases) {
+      assert.equal(leafReadableThroughOpenSsl(leaf), false, what);
+      const r = validate(req(leaf));
+      if (outcome === 'accepted') accepted(r);
+      else refused(r, outcome);
+    }
+  });
+
+  it('refuses through the full walk what the quick one cannot link (same reasons): wrong CN, foreign issuer, expired', async () => {
+    const other = await issueCertificate({ commonName: 'Quick Intermediate', isCA: true, issuer: R });
+    const stranger = x(await issueDeviceCert(other, REG));
+    refused(validate({ ...req(stranger), presented: [stranger, x(I)] }), 'signature-invalid', 0);
+    refused(validate(req(x(await issueDeviceCert(I, REG)), 'someone-else')), 'leaf-cn-mismatch', 0);
+    const old = x(await issueDeviceCert(I, REG, { notBefore: new Date(NOW - 3 * DAY), notAfter: new Date(NOW - DAY) }));
+    assert.equal(leafReadableThroughOpenSsl(old), true);
+    refused(validate(req(old)), 'expired', 0);
   });
 });
 
