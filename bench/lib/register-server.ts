@@ -22,6 +22,7 @@ import { openStore, type OpenedStore } from '../../packages/server/src/store/ope
 import { createRegisterWorld } from './register-world.ts';
 import { createHttpsApp } from '../../packages/server/src/transport/http/app.ts';
 import { registerDpsDeviceApi } from '../../packages/server/src/transport/http/dps-device-api.ts';
+import { deviceListenerTls } from '../../packages/server/src/transport/tls/device-listener-tls.ts';
 import { issueCertificate } from '../../packages/server/src/transport/tls/pki.ts';
 import { processCpuMicros } from './register-stats.ts';
 
@@ -81,7 +82,8 @@ async function startHoming(tls: { cert: string; key: string }): Promise<Homing> 
   const world = await createRegisterWorld(store);
   const { service, idScope, groupKey, instance } = world;
   const logger = silentLogger();
-  const app = createHttpsApp({ logger, errorFlavor: 'dps', api: 'dps-device', tls });
+  // The DPS device listener's TLS settings of `homing start` (client certificate requested, no session tickets).
+  const app = createHttpsApp({ logger, errorFlavor: 'dps', api: 'dps-device', tls: deviceListenerTls(tls) });
   registerDpsDeviceApi(app, { registration: service, ...(cfg.budgetMs === undefined ? {} : { responseBudgetMs: cfg.budgetMs }) });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const port = (app.server.address() as { port: number }).port;

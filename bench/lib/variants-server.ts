@@ -13,6 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { sql } from 'kysely';
+import { deviceListenerTls } from '../../packages/server/src/transport/tls/device-listener-tls.ts';
 import { isoTime, systemClock, systemIds, type IdSource } from '../../packages/server/src/core/clock.ts';
 import { silentLogger } from '../../packages/server/src/observability/logger.ts';
 import { CaCertificateService } from '../../packages/server/src/provisioning/ca-certificates.ts';
@@ -78,13 +79,13 @@ async function startHoming(): Promise<Running> {
   const r2 = await store.provisioning.createEnrollmentGroup(instance.name, { enrollmentGroupId: 'bench-x509', attestation: { type: 'x509', x509: { caReferences: { primary: 'bench-root' } } }, etag: 'g2', ...common });
   if (r1 !== 'ok' || r2 !== 'ok') throw new Error(`groups not created: ${String(r1)} ${String(r2)}`);
   service.invalidateTrust(instance.name);
-  const app = createHttpsApp({ logger, errorFlavor: 'dps', api: 'dps-device', tls: { ...tls, requestCert: true } });
+  const app = createHttpsApp({ logger, errorFlavor: 'dps', api: 'dps-device', tls: deviceListenerTls(tls) });
   registerDpsDeviceApi(app, { registration: service, ...(cfg.budgetMs === undefined ? {} : { responseBudgetMs: cfg.budgetMs }) });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const mqtt = await startMqttListener({
     host: '127.0.0.1',
     port: 0,
-    tls: { ...tls, requestCert: true },
+    tls: deviceListenerTls(tls),
     realms: [createDpsRealm(service, { logger, ...(cfg.budgetMs === undefined ? {} : { responseBudgetMs: cfg.budgetMs }) })],
     logger,
     maxPacketBytes: 128 * 1024,

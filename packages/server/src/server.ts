@@ -8,6 +8,7 @@ import type { Logger } from './observability/logger.ts';
 import { Metrics } from './observability/metrics.ts';
 import { openStore, type OpenedStore } from './store/open.ts';
 import { ensureDevPki, type DevPki } from './transport/tls/dev-ca.ts';
+import { deviceListenerTls } from './transport/tls/device-listener-tls.ts';
 import { createHttpsApp } from './transport/http/app.ts';
 import { registerHubApi } from './transport/http/hub-api.ts';
 import { startMqttListener, createHubRealm, type MqttListener } from './transport/mqtt/listener.ts';
@@ -281,7 +282,7 @@ async function startProvisioning(config: Readonly<HomingConfig>, d: Provisioning
   // Overload protection (always on): the transports get the registration service behind it.
   const deviceRuntime = new GuardedDeviceRuntime(registration, new OverloadGuard({ clock: d.clock, ...config.dps.overload }));
   // Client certificates are requested (never required, never checked by TLS): X.509 devices attest with them.
-  const http = createHttpsApp({ tls: { ...d.tls, requestCert: true }, logger: d.log, metrics: d.metrics, errorFlavor: 'dps', api: 'dps', bodyLimit: 128 * 1024 });
+  const http = createHttpsApp({ tls: deviceListenerTls(d.tls), logger: d.log, metrics: d.metrics, errorFlavor: 'dps', api: 'dps', bodyLimit: 128 * 1024 });
   registerDpsServiceApi(http, { instances: resolver, enrollments, registrations: records, admin, clock: d.clock });
   registerQuotaApi(http, { instances: resolver, admin, quotas, clock: d.clock });
   // 429s and calls per minute of both device transports, for /homing/stats.
@@ -319,7 +320,7 @@ async function startProvisioning(config: Readonly<HomingConfig>, d: Provisioning
   if (addr && typeof addr === 'object') httpsPort = addr.port;
   const dpsMqttOpts = {
     host: config.dps.bindAddress,
-    tls: { ...d.tls, requestCert: true },
+    tls: deviceListenerTls(d.tls),
     realms: [
       createDpsRealm(deviceRuntime, {
         logger: d.log,

@@ -2,7 +2,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { request as httpsRequest } from 'node:https';
+import { Agent, request as httpsRequest } from 'node:https';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +16,7 @@ import { createHttpsApp } from '../../src/transport/http/app.ts';
 import { registerDpsDeviceApi } from '../../src/transport/http/dps-device-api.ts';
 import { createHubRealm, startMqttListener, type MqttListener } from '../../src/transport/mqtt/listener.ts';
 import { createDpsRealm } from '../../src/transport/mqtt/dps/realm.ts';
+import { deviceListenerTls } from '../../src/transport/tls/device-listener-tls.ts';
 import { issueCertificate, type IssuedCert } from '../../src/transport/tls/pki.ts';
 import { uniqueLoopback } from '../helpers/ids.ts';
 import { createTestPki, type TestPki } from '../helpers/pki.ts';
@@ -82,10 +85,11 @@ describe('DPS device SDK with X.509 attestation (official packages)', () => {
     writeFileSync(caFile, pki.ca.certPem);
     f = await createX509Fixture({ hubName: hubAddr, clock: systemClock });
     const tls = { cert: pki.server.certPem, key: pki.server.keyPem };
-    app = createHttpsApp({ logger: silentLogger(), errorFlavor: 'dps', api: 'dps-device', tls: { ...tls, requestCert: true } });
+    // The device listeners' TLS settings of `homing start`.
+    app = createHttpsApp({ logger: silentLogger(), errorFlavor: 'dps', api: 'dps-device', tls: deviceListenerTls(tls) });
     registerDpsDeviceApi(app, { registration: f.service, responseBudgetMs: 30_000 });
     await app.listen({ host: dpsAddr, port: 443 });
-    dpsMqtt = await startMqttListener({ host: '127.0.0.1', port: 0, tls: { ...tls, requestCert: true }, realms: [createDpsRealm(f.service, { logger: silentLogger(), responseBudgetMs: 30_000 })], logger: silentLogger() });
+    dpsMqtt = await startMqttListener({ host: '127.0.0.1', port: 0, tls: deviceListenerTls(tls), realms: [createDpsRealm(f.service, { logger: silentLogger(), responseBudgetMs: 30_000 })], logger: silentLogger() });
     mqttHost = `127.0.0.1:${dpsMqtt.address().port}`;
     hubMqtt = await startMqttListener({ host: hubAddr, port: 8883, tls: { ...tls, requestCert: true }, realms: [createHubRealm(f.hub)], logger: silentLogger() });
     chain = await makeChain('Interop');
@@ -192,5 +196,57 @@ describe('DPS device SDK with X.509 attestation (official packages)', () => {
     const r = await one({ name: 'stranger', transport: 'http', host: dpsAddr, registrationId: 'x509-stranger', ...certs(l, stranger.i1, stranger.root) });
     assert.equal(r.ok, false);
     assert.match(JSON.stringify(r.error), /401|Unauthorized/i);
+  });
+  test('a device whose TLS client keeps sessions (Node\'s https agent) gets a full handshake on its next connection, so its intermediates are there again', async () => {
+    // A resumed TLS session keeps the client's leaf but not the intermediates it sent: a group device under I2 would
+    // be refused on a resumed connection. The device listeners send no resumable tickets (deviceListenerTls).
+    const l = await leaf(chain.i2, 'x509-resume');
+    const agent = new Agent({ keepAlive: false, maxCachedSessions: 10 });
+    const put = () =>
+      new Promise<{ status: number; reused: boolean; body: string }>((resolve, reject) => {
+        const req = httpsRequest(
+          {
+            host: dpsAddr,
+            port: 443,
+            method: 'PUT',
+            path: `/${f.idScope}/registrations/x509-resume/register?api-version=2019-03-31`,
+            ca: pki.ca.certPem,
+            servername: 'localhost',
+            agent,
+            headers: { 'content-type': 'application/json' },
+            ...certs(l, chain.i2, chain.i1),
+          },
+          (res) => {
+            let body = '';
+            res.on('data', (c: Buffer) => (body += c.toString()));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, reused: (res.socket as TLSSocket).isSessionReused(), body }));
+          },
+        );
+        req.on('error', reject);
+        req.end(JSON.stringify({ registrationId: 'x509-resume' }));
+      });
+    try {
+      const first = await put();
+      assert.equal(first.status, 200, first.body);
+      const second = await put();
+      assert.equal(second.reused, false, 'the second connection resumed the first one\'s TLS session');
+      assert.equal(second.status, 200, second.body);
+      assert.equal((JSON.parse(second.body) as { registrationState?: { x509?: { enrollmentGroupId?: string } } }).registrationState?.x509?.enrollmentGroupId, 'interop-i2');
+    } finally {
+      agent.destroy();
+    }
+    // The DPS MQTT listener alike: a client offering the session of its previous connection gets a full handshake.
+    const mqtt = (session?: Buffer) => tlsConnect({ host: '127.0.0.1', port: dpsMqtt.address().port, ca: pki.ca.certPem, servername: 'localhost', ...certs(l, chain.i2, chain.i1), ...(session ? { session } : {}) });
+    const c1 = mqtt();
+    c1.on('error', () => undefined);
+    // A full handshake always ends with tickets (stateful ones here, which nothing can resume).
+    const [session] = (await once(c1, 'session')) as [Buffer];
+    c1.destroy();
+    const c2 = mqtt(session);
+    c2.on('error', () => undefined);
+    await once(c2, 'secureConnect');
+    const resumed = c2.isSessionReused();
+    c2.destroy();
+    assert.equal(resumed, false, 'the MQTT connection resumed the previous TLS session');
   });
 });

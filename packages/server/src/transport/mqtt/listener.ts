@@ -16,7 +16,7 @@ export interface MqttListenerOptions {
    * Server certificate. `requestCert` asks clients for a certificate (X.509 devices); it is never verified by TLS
    * (rejectUnauthorized is false): realms check thumbprints or chains themselves.
    */
-  tls: { cert: string; key: string; ca?: string[]; requestCert?: boolean };
+  tls: { cert: string; key: string; ca?: string[]; requestCert?: boolean; secureOptions?: number };
   /** Who handles a CONNECT, chosen by username; the first realm that claims it wins. */
   realms: MqttRealm[];
   logger: Logger;
@@ -69,6 +69,7 @@ export async function startMqttListener(o: MqttListenerOptions): Promise<MqttLis
     key: o.tls.key,
     ...(o.tls.ca ? { ca: o.tls.ca } : {}),
     requestCert: o.tls.requestCert === true,
+    ...(o.tls.secureOptions === undefined ? {} : { secureOptions: o.tls.secureOptions }),
     rejectUnauthorized: false,
     handshakeTimeout: connectTimeoutMs,
     noDelay: true,
