@@ -86,7 +86,7 @@ async function main(): Promise<void> {
 
     // HOMING_BENCH_PROFILE_DIR=<dir>: the server children write V8 CPU profiles there.
     const profileDir = process.env.HOMING_BENCH_PROFILE_DIR;
-    const flags = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+    const flags = [...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), ...(process.env.HOMING_BENCH_PERF_MAP ? ['--perf-basic-prof'] : [])];
     const homing = startRegisterChild('./variants-server.ts', [JSON.stringify({ mode: 'homing', ...serverCfg })], serverCpu, 'homing server', flags);
     children.push(homing);
     const ceiling = startRegisterChild('./variants-server.ts', [JSON.stringify({ mode: 'bare', ...serverCfg })], serverCpu, 'ceiling server', flags);

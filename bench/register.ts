@@ -93,7 +93,7 @@ interface Target {
 
 async function startTarget(label: string, mode: 'bare' | 'homing', dir: string): Promise<Target> {
   const profileDir = process.env.HOMING_BENCH_PROFILE_DIR;
-  const flags = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+  const flags = [...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), ...(process.env.HOMING_BENCH_PERF_MAP ? ['--perf-basic-prof'] : [])];
   const server = startRegisterChild('./register-server.ts', [JSON.stringify({ mode, store: storeKind, dir, postgresUrl, poolSize, budgetMs })], serverCpu, `${label} server`, flags);
   const ready = await firstMessage<Ready>(server, 'ready', 120_000);
   const load = startRegisterChild(
