@@ -78,6 +78,32 @@ describe('DPS device SDK with X.509 attestation (official packages)', () => {
   const certs = (leafCert: IssuedCert, ...up: IssuedCert[]) => ({ cert: [leafCert, ...up].map((c) => c.certPem.trim()).join('\n') + '\n', key: leafCert.keyPem });
   const sha1 = (c: IssuedCert) => certificateInfo(new X509Certificate(c.certPem)).sha1Thumbprint;
 
+  /** A raw register PUT over HTTPS: the client certificate chain (PEM), an Authorization header, a session-caching agent. */
+  const rawPut = (registrationId: string, o: { cert?: { cert: string; key: string }; auth?: string; agent?: Agent }) =>
+    new Promise<{ status: number; body: string; reused: boolean }>((resolve, reject) => {
+      const req = httpsRequest(
+        {
+          host: dpsAddr,
+          port: 443,
+          method: 'PUT',
+          path: `/${f.idScope}/registrations/${registrationId}/register?api-version=2019-03-31`,
+          ca: pki.ca.certPem,
+          servername: 'localhost',
+          headers: { 'content-type': 'application/json', ...(o.auth ? { authorization: o.auth } : {}) },
+          ...(o.agent ? { agent: o.agent } : {}),
+          ...(o.cert ?? {}),
+        },
+        (res) => {
+          const reused = (res.socket as TLSSocket).isSessionReused();
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body, reused }));
+        },
+      );
+      req.on('error', reject);
+      req.end(JSON.stringify({ registrationId }));
+    });
+
   before(async () => {
     pki = await createTestPki([hubAddr, dpsAddr]);
     dir = mkdtempSync(join(tmpdir(), 'homing-dps-x509-sdk-'));
@@ -153,28 +179,7 @@ describe('DPS device SDK with X.509 attestation (official packages)', () => {
 
   test('raw HTTPS: a client certificate without Authorization is X.509 (401002 "Invalid certificate" when unknown); an Authorization header is the SAS path', async () => {
     const l = await issueCertificate({ commonName: 'x509-raw', usages: ['client'] });
-    const put = (o: { cert?: IssuedCert; auth?: string }) =>
-      new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const req = httpsRequest(
-          {
-            host: dpsAddr,
-            port: 443,
-            method: 'PUT',
-            path: `/${f.idScope}/registrations/x509-raw/register?api-version=2019-03-31`,
-            ca: pki.ca.certPem,
-            servername: 'localhost',
-            headers: { 'content-type': 'application/json', ...(o.auth ? { authorization: o.auth } : {}) },
-            ...(o.cert ? { cert: o.cert.certPem, key: o.cert.keyPem } : {}),
-          },
-          (res) => {
-            let body = '';
-            res.on('data', (c: Buffer) => (body += c.toString()));
-            res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-          },
-        );
-        req.on('error', reject);
-        req.end(JSON.stringify({ registrationId: 'x509-raw' }));
-      });
+    const put = (o: { cert?: IssuedCert; auth?: string }) => rawPut('x509-raw', { ...(o.cert ? { cert: certs(o.cert) } : {}), ...(o.auth ? { auth: o.auth } : {}) });
     const unknown = await put({ cert: l });
     assert.equal(unknown.status, 401);
     const b = JSON.parse(unknown.body) as { errorCode: number; message: string };
@@ -202,29 +207,7 @@ describe('DPS device SDK with X.509 attestation (official packages)', () => {
     // be refused on a resumed connection. The device listeners send no resumable tickets (deviceListenerTls).
     const l = await leaf(chain.i2, 'x509-resume');
     const agent = new Agent({ keepAlive: false, maxCachedSessions: 10 });
-    const put = () =>
-      new Promise<{ status: number; reused: boolean; body: string }>((resolve, reject) => {
-        const req = httpsRequest(
-          {
-            host: dpsAddr,
-            port: 443,
-            method: 'PUT',
-            path: `/${f.idScope}/registrations/x509-resume/register?api-version=2019-03-31`,
-            ca: pki.ca.certPem,
-            servername: 'localhost',
-            agent,
-            headers: { 'content-type': 'application/json' },
-            ...certs(l, chain.i2, chain.i1),
-          },
-          (res) => {
-            let body = '';
-            res.on('data', (c: Buffer) => (body += c.toString()));
-            res.on('end', () => resolve({ status: res.statusCode ?? 0, reused: (res.socket as TLSSocket).isSessionReused(), body }));
-          },
-        );
-        req.on('error', reject);
-        req.end(JSON.stringify({ registrationId: 'x509-resume' }));
-      });
+    const put = () => rawPut('x509-resume', { cert: certs(l, chain.i2, chain.i1), agent });
     try {
       const first = await put();
       assert.equal(first.status, 200, first.body);
