@@ -21,7 +21,7 @@
  * Homing CPU per registration = per-core capacity ratio). Target: ratio ≥ 0.6.
  *
  *   node --conditions=homing-source --import tsx bench/register-variants.ts [--count 1500] [--seconds 8]
- *        [--rounds 2] [--concurrency 16] [--warmup 300] [--paths mqtt,x509]
+ *        [--rounds 2] [--concurrency 16] [--warmup 1500] [--paths mqtt,x509]
  *
  * The last stdout line is one JSON object with the figures.
  */
@@ -45,7 +45,7 @@ const count = Math.floor(numberFlag('count', 1500));
 const seconds = numberFlag('seconds', 8);
 const rounds = Math.max(2, Math.floor(numberFlag('rounds', 2)));
 const concurrency = Math.floor(numberFlag('concurrency', 16));
-const warmup = Math.floor(numberFlag('warmup', 300));
+const warmup = Math.floor(numberFlag('warmup', 1500));
 const paths = (flag('paths') ?? 'mqtt,x509').split(',').filter((p): p is 'mqtt' | 'x509' => p === 'mqtt' || p === 'x509');
 /** Device certificates: enough for the warm-up and every Homing round to use fresh ones (capped). */
 const certCount = Math.min(8000, warmup + rounds * count);
