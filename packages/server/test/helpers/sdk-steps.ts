@@ -186,28 +186,33 @@ export interface RawAnswer {
   body: string;
 }
 
-/**
- * One HTTPS request to `host`:443 as a device sends it (JSON accept and content type, an optional Authorization),
- * without an agent; the body is sent as is.
- */
-export function rawHttps(host: string, ca: string, method: string, path: string, o: { auth?: string; body?: string | Buffer } = {}): Promise<RawAnswer> {
+/** One HTTPS request as it is given, on a new TLS connection (no agent). */
+export interface HttpsOnce {
+  host: string;
+  port: number;
+  ca: string;
+  method: string;
+  path: string;
+  /** Sent as they are (`accept: application/json` unless overridden); Content-Length is added for `body`. */
+  headers?: Record<string, string>;
+  body?: string | Buffer;
+  /** Written one by one instead of `body` (chunked encoding). A server that answers and closes mid-body is no error. */
+  chunks?: Buffer[];
+}
+
+export function httpsOnce(o: HttpsOnce): Promise<RawAnswer> {
   return new Promise((resolve, reject) => {
     const body = o.body === undefined ? undefined : Buffer.isBuffer(o.body) ? o.body : Buffer.from(o.body);
     const req = request(
       {
-        host,
-        port: 443,
-        ca,
-        method,
-        path,
+        host: o.host,
+        port: o.port,
+        ca: o.ca,
+        method: o.method,
+        path: o.path,
         agent: false,
         timeout: 10_000,
-        headers: {
-          accept: 'application/json',
-          'content-type': 'application/json; charset=utf-8',
-          ...(o.auth ? { authorization: o.auth } : {}),
-          ...(body ? { 'content-length': String(body.length) } : {}),
-        },
+        headers: { accept: 'application/json', ...(body ? { 'content-length': String(body.length) } : {}), ...o.headers },
       },
       (res) => {
         let t = '';
@@ -217,7 +222,26 @@ export function rawHttps(host: string, ca: string, method: string, path: string,
       },
     );
     req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    req.end(body);
+    req.on('error', (e: NodeJS.ErrnoException) => (o.chunks && (e.code === 'EPIPE' || e.code === 'ECONNRESET') ? undefined : reject(e)));
+    if (o.chunks) {
+      for (const c of o.chunks) req.write(c);
+      req.end();
+    } else req.end(body);
+  });
+}
+
+/**
+ * One HTTPS request to `host`:443 as a device sends it (JSON accept and content type, an optional Authorization),
+ * without an agent; the body is sent as is.
+ */
+export function rawHttps(host: string, ca: string, method: string, path: string, o: { auth?: string; body?: string | Buffer } = {}): Promise<RawAnswer> {
+  return httpsOnce({
+    host,
+    port: 443,
+    ca,
+    method,
+    path,
+    headers: { 'content-type': 'application/json; charset=utf-8', ...(o.auth ? { authorization: o.auth } : {}) },
+    ...(o.body === undefined ? {} : { body: o.body }),
   });
 }

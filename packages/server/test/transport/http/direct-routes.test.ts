@@ -10,6 +10,7 @@ import { createHttpsApp, directRoutesOf, observeAnswers } from '../../../src/tra
 import { DPS_DEVICE_BODY_LIMIT, registerDpsDeviceApi } from '../../../src/transport/http/dps-device-api.ts';
 import { createRuntimeFixture, newKey, type RuntimeFixture } from '../../provisioning/runtime/fixture.ts';
 import { createTestPki, type TestPki } from '../../helpers/pki.ts';
+import { httpsOnce } from '../../helpers/sdk-steps.ts';
 
 /**
  * The direct routes of the DPS device runtime (direct-routes.ts): on a real TLS listener they answer exactly what the
@@ -61,34 +62,7 @@ after(async () => {
 
 /** One request on a new TLS connection, as a device sends it. `chunks` are written one by one (chunked encoding). */
 function send(method: string, path: string, o: { headers?: Record<string, string>; body?: string | Buffer; chunks?: Buffer[] } = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const body = o.body === undefined ? undefined : Buffer.isBuffer(o.body) ? o.body : Buffer.from(o.body);
-    const req = request(
-      {
-        host: '127.0.0.1',
-        port,
-        ca: pki.ca.certPem,
-        method,
-        path,
-        agent: false,
-        timeout: 10_000,
-        headers: { accept: 'application/json', ...(body ? { 'content-length': String(body.length) } : {}), ...o.headers },
-      },
-      (res) => {
-        let t = '';
-        res.on('data', (c: Buffer) => (t += c.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: t }));
-        res.on('error', reject);
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    // A refused chunked body: the server answers and closes while the client is still writing.
-    req.on('error', (e: NodeJS.ErrnoException) => (o.chunks && (e.code === 'EPIPE' || e.code === 'ECONNRESET') ? undefined : reject(e)));
-    if (o.chunks) {
-      for (const c of o.chunks) req.write(c);
-      req.end();
-    } else req.end(body);
-  });
+  return httpsOnce({ host: '127.0.0.1', port, ca: pki.ca.certPem, method, path, ...o });
 }
 
 async function inject(method: string, path: string, o: { headers?: Record<string, string>; body?: string } = {}): Promise<Answer> {
