@@ -672,10 +672,7 @@ function buildChain<T>(req: ChainRequest<T>, warnings: string[]): ChainResult<T>
   // Without CRLs, a leaf that links cleanly is read through OpenSSL (see leafChain); anything else takes the full walk.
   if (crls.length === 0 && req.fullLeafParse !== true) {
     const quick = leafChain(presentedInput, req.registrationId, anchors, now);
-    if (quick !== undefined) {
-      warnings.push(...quick.warnings);
-      return quick;
-    }
+    if (quick !== undefined) return quick;
   }
 
   // Parse what the device sent; drop repeats.
