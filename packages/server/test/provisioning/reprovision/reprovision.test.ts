@@ -375,7 +375,10 @@ const PG_URL = process.env.HOMING_TEST_DATABASE_URL;
 
 test('two nodes on one PostgreSQL store: concurrent registrations of one device make one move', { skip: PG_URL ? false : 'HOMING_TEST_DATABASE_URL is not set' }, async () => {
   const schema = `moves_${Date.now().toString(36)}_${Math.floor(Math.random() * 1e6)}`;
-  const f = await createRuntimeFixture({ hubNames: HUBS, store: { dialect: 'postgres', postgresUrl: PG_URL!, postgresSchema: schema, poolSize: 4 }, moves: { nodeId: 'node-1' } });
+  // The move's import waits for `held.gate` once it is set, so the four registrations overlap the move for sure (on
+  // a busy machine the move could otherwise end before a late one looks, which then rightly starts anew).
+  const held: { gate?: Promise<void> } = {};
+  const f = await createRuntimeFixture({ hubNames: HUBS, hubClients: scripted(held), store: { dialect: 'postgres', postgresUrl: PG_URL!, postgresSchema: schema, poolSize: 4 }, moves: { nodeId: 'node-1' } });
   const hubs = (f.service as unknown as { d: { hubs: HubClientFactory } }).d.hubs;
   const other = new RegistrationService({ store: f.store.provisioning, hubs, clock: f.clock, ids: realIds, logger: silentLogger(), readCacheMs: 0, moves: { nodeId: 'node-2' } });
   try {
@@ -383,6 +386,8 @@ test('two nodes on one PostgreSQL store: concurrent registrations of one device 
     await provisionWithState(f, g, 'p-1');
     await changeGroup(f, 'P', (x) => ({ ...x, iotHubs: ['hub-b.test'] }));
     const cred = { kind: 'sas' as const, authorization: f.deviceSas('p-1', f.derivedKey(g, 'p-1')) };
+    let open!: () => void;
+    held.gate = new Promise<void>((r) => (open = r));
     const replies = await Promise.all([
       f.service.register(f.idScope, 'p-1', { registrationId: 'p-1' }, cred, { budgetMs: 0 }),
       other.register(f.idScope, 'p-1', { registrationId: 'p-1' }, cred, { budgetMs: 0 }),
@@ -391,6 +396,7 @@ test('two nodes on one PostgreSQL store: concurrent registrations of one device 
     ]);
     const ops = new Set(replies.map((r) => r.reply.body.operationId));
     assert.equal(ops.size, 1, `one operation: ${[...ops].join(', ')}`);
+    open();
     await Promise.all(replies.map((r) => r.completion));
     await f.service.drain();
     await other.drain();
